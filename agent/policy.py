@@ -1,0 +1,38 @@
+"""The model-backend protocol: token ids in, sampled token ids (with log-probs) out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+FinishReason = Literal["stop", "eos", "length"]
+
+
+class SamplingParams(BaseModel):
+    """How to sample one turn. ``stop`` strings end the turn once they appear in the generated text."""
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Generation(BaseModel):
+    """One sampled turn: exactly the token ids drawn, their log-probs under the sampling distribution."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: FinishReason
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that samples continuations of token ids. ``tokenizer`` is a Hugging Face tokenizer."""
+
+    tokenizer: Any
+
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation: ...

@@ -1,0 +1,60 @@
+"""The environment contract: tasks to attempt, the tools that anchor them, and a scorer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tools import Tool
+
+Split = Literal["train", "test"]
+
+
+class Task(BaseModel):
+    """One problem. ``reference`` holds whatever the scorer needs (an answer, unit tests, …)."""
+
+    id: str
+    question: str
+    reference: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Env:
+    """Subclass and set ``name``; implement ``tools``, ``tasks`` and ``score``.
+
+    ``score`` must be deterministic and return a float in [0, 1]. ``system_hint`` is an optional
+    line added to the agent's system prompt (what kind of problems these are).
+    """
+
+    name: str = ""
+    system_hint: str = ""
+    needs_network: bool = False
+
+    def tools(self) -> list[Tool]:
+        raise NotImplementedError
+
+    def tasks(self, split: Split = "test", n: int | None = None, seed: int = 0) -> list[Task]:
+        raise NotImplementedError
+
+    def score(self, task: Task, answer: str) -> float:
+        raise NotImplementedError
+
+    def as_dataset(self, split: Split = "train", n: int | None = None, seed: int = 0) -> datasets.Dataset:
+        """The tasks as a Hugging Face Dataset with the ``prompt`` column TRL expects."""
+        import datasets
+
+        rows = self.tasks(split, n=n, seed=seed)
+        return datasets.Dataset.from_dict(
+            {
+                "prompt": [t.question for t in rows],
+                "task_id": [t.id for t in rows],
+                "env": [self.name] * len(rows),
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"<Env {self.name}>"

@@ -1,0 +1,195 @@
+"""The Tool contract: what every anchor the agent can call looks like.
+
+A tool has a name, a description, a pydantic model for its arguments, an OpenAI-style JSON
+schema for chat templates, and one async entry point, ``acall(args) -> ToolResult``. A tool never
+raises into the agent: bad arguments and failures come back as ``ToolResult(error=True)`` with a
+message the model can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT_CHARS = 4000
+TRUNCATION_MARKER = "\n…[truncated {n} characters]"
+
+
+def cap_text(text: str, limit: int = MAX_CONTENT_CHARS) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATION_MARKER.format(n=len(text) - limit)
+
+
+class ToolResult(BaseModel):
+    """What a tool call produced. ``content`` is what the model sees (capped)."""
+
+    content: str
+    error: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def model_post_init(self, __context: Any) -> None:
+        self.content = cap_text(self.content)
+
+
+class Tool:
+    """A callable anchor. Subclass and implement ``run`` (sync) or ``arun`` (async), or use ``@tool``."""
+
+    name: str = ""
+    description: str = ""
+    args_schema: type[BaseModel] = BaseModel
+
+    def json_schema(self) -> dict[str, Any]:
+        """The tool in OpenAI function-calling format."""
+        params = self.args_schema.model_json_schema()
+        params.pop("title", None)
+        for prop in params.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": params},
+        }
+
+    async def acall(self, args: dict[str, Any] | None) -> ToolResult:
+        """Validate ``args`` and run the tool. Never raises (except on cancellation)."""
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return ToolResult(
+                content=f"Tool '{self.name}' takes a JSON object of arguments, got {type(args).__name__}.",
+                error=True,
+            )
+        try:
+            parsed = self.args_schema.model_validate(args)
+        except ValidationError as exc:
+            return ToolResult(content=_describe_validation_error(self, exc), error=True)
+        try:
+            result = await self.arun(parsed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a tool never raises into the agent
+            log.debug("tool %s failed", self.name, exc_info=True)
+            return ToolResult(content=f"Tool '{self.name}' failed: {type(exc).__name__}: {exc}", error=True)
+        if isinstance(result, ToolResult):
+            return result
+        return ToolResult(content=_to_text(result))
+
+    async def arun(self, args: BaseModel) -> Any:
+        """Async body. The default runs the sync ``run`` in a worker thread."""
+        return await asyncio.to_thread(self.run, args)
+
+    def run(self, args: BaseModel) -> Any:
+        raise NotImplementedError(f"Tool '{self.name}' implements neither run() nor arun().")
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return repr(value) if not isinstance(value, (int, float, bool)) else str(value)
+
+
+def _describe_validation_error(tool: Tool, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        problems.append(f"'{field}': {err['msg']}")
+    expected = ", ".join(
+        f"{name}: {info.get('type', 'any')}"
+        for name, info in tool.args_schema.model_json_schema().get("properties", {}).items()
+    )
+    return f"Bad arguments for tool '{tool.name}': {'; '.join(problems)}. Expected {{{expected}}}."
+
+
+class FunctionTool(Tool):
+    """A Tool built from a plain (sync or async) function."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | Callable[..., Awaitable[Any]],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        doc = inspect.getdoc(fn) or ""
+        summary, arg_docs = _split_docstring(doc)
+        self.description = description or summary or self.name
+        self.args_schema = _args_model(fn, self.name, arg_docs)
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    async def arun(self, args: BaseModel) -> Any:
+        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+        if self._is_async:
+            return await self.fn(**kwargs)
+        return await asyncio.to_thread(self.fn, **kwargs)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+) -> Any:
+    """Turn a typed, documented function into a Tool.
+
+    ``@tool`` or ``@tool(name="...")``. The docstring's first paragraph is the description; an
+    ``Args:`` section (Google style) describes each parameter.
+    """
+
+    def wrap(f: Callable[..., Any]) -> FunctionTool:
+        return FunctionTool(f, name=name, description=description)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """First paragraph as the summary; ``Args:`` entries as per-parameter descriptions."""
+    summary_lines: list[str] = []
+    arg_docs: dict[str, str] = {}
+    section = "summary"
+    current: str | None = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped.lower() in ("args:", "arguments:", "parameters:"):
+            section, current = "args", None
+            continue
+        if stripped.lower() in ("returns:", "raises:", "yields:", "examples:"):
+            section = "other"
+            continue
+        if section == "summary":
+            if not stripped and summary_lines:
+                section = "other"
+            elif stripped:
+                summary_lines.append(stripped)
+        elif section == "args" and stripped:
+            head, sep, rest = stripped.partition(":")
+            if sep and " " not in head.split("(")[0].strip():
+                current = head.split("(")[0].strip()
+                arg_docs[current] = rest.strip()
+            elif current:
+                arg_docs[current] += " " + stripped
+    return " ".join(summary_lines), arg_docs
+
+
+def _args_model(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str]) -> type[BaseModel]:
+    hints = get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+    model_name = "".join(part.title() for part in tool_name.split("_")) + "Args"
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
