@@ -1,0 +1,48 @@
+"""A running batch of sequences with their KV cache, for continuous batching on one device.
+
+Rows can join (after a batched prefill) and leave (when their turn ends) between decode steps, so
+no sequence waits for the longest member of its batch. Rows are left-padded; padding may also sit
+in the middle of a row (a reused prefix padded to a common length, then new tokens), which the
+2-D attention mask and explicit position ids make harmless.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [B, H, S, D]
+
+
+def left_pad(kv: KV, mask: torch.Tensor, length: int) -> tuple[KV, torch.Tensor]:
+    """Pad cache and mask on the left up to ``length`` positions."""
+    extra = length - mask.shape[1]
+    if extra <= 0:
+        return kv, mask
+    padded = []
+    for k, v in kv:
+        zk = k.new_zeros(k.shape[0], k.shape[1], extra, k.shape[3])
+        padded.append((torch.cat([zk, k], dim=2), torch.cat([zk, v], dim=2)))
+    return padded, torch.cat([mask.new_zeros(mask.shape[0], extra), mask], dim=1)
+
+
+def concat_rows(a: tuple[KV, torch.Tensor], b: tuple[KV, torch.Tensor]) -> tuple[KV, torch.Tensor]:
+    """Stack two batches (cache, mask) into one, left-padding the shorter."""
+    length = max(a[1].shape[1], b[1].shape[1])
+    kv_a, mask_a = left_pad(*a, length)
+    kv_b, mask_b = left_pad(*b, length)
+    kv = [(torch.cat([ka, kb]), torch.cat([va, vb])) for (ka, va), (kb, vb) in zip(kv_a, kv_b)]
+    return kv, torch.cat([mask_a, mask_b])
+
+
+def select_rows(kv: KV, mask: torch.Tensor, rows: torch.Tensor) -> tuple[KV, torch.Tensor]:
+    """Keep ``rows`` and drop the leading columns that are padding in every kept row."""
+    mask = mask[rows]
+    used = mask.any(dim=0).nonzero()
+    start = int(used[0]) if len(used) else mask.shape[1]
+    return [(k[rows, :, start:], v[rows, :, start:]) for k, v in kv], mask[:, start:]
+
+
+def row_kv(kv: KV, mask: torch.Tensor, row: int) -> KV:
+    """One row's cache without its padding, for reuse as a prefix later."""
+    keep = mask[row].bool()
+    return [(k[row : row + 1, :, keep].clone(), v[row : row + 1, :, keep].clone()) for k, v in kv]

