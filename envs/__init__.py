@@ -1,0 +1,10 @@
+"""Environments: tasks, the tools that anchor them, and deterministic scorers.
+
+``get_env("arithmetic", level=3)``, ``list_envs()``, ``@register`` your own ``Env`` subclass, or
+``get_env("jsonl:my_questions.jsonl")``.
+"""
+
+from envs.base import Env, Split, Task
+from envs.registry import get_env, list_envs, register
+
+__all__ = ["Env", "Split", "Task", "get_env", "list_envs", "register"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -42,6 +43,14 @@ class Env:
 
     def score(self, task: Task, answer: str) -> float:
         raise NotImplementedError
+
+    async def ascore(self, task: Task, answer: str) -> float:
+        """``score`` without blocking the event loop (a worker thread unless overridden)."""
+        return await asyncio.to_thread(self.score, task, answer)
+
+    def score_details(self, task: Task, answer: str) -> dict[str, Any]:
+        """``score`` plus any secondary metrics (F1, what was missing, …) under their own keys."""
+        return {"score": self.score(task, answer)}
 
     def as_dataset(self, split: Split = "train", n: int | None = None, seed: int = 0) -> datasets.Dataset:
         """The tasks as a Hugging Face Dataset with the ``prompt`` column TRL expects."""
