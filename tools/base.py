@@ -40,12 +40,17 @@ class ToolResult(BaseModel):
         self.content = cap_text(self.content)
 
 
+class NoArgs(BaseModel):
+    # The arguments of a tool that takes none. (No docstring: it would show up in the schema.)
+    model_config = ConfigDict(extra="forbid")
+
+
 class Tool:
     """A callable anchor. Subclass and implement ``run`` (sync) or ``arun`` (async), or use ``@tool``."""
 
     name: str = ""
     description: str = ""
-    args_schema: type[BaseModel] = BaseModel
+    args_schema: type[BaseModel] = NoArgs  # plain BaseModel cannot be instantiated
 
     def json_schema(self) -> dict[str, Any]:
         """The tool in OpenAI function-calling format."""
@@ -159,10 +164,12 @@ def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
     arg_docs: dict[str, str] = {}
     section = "summary"
     current: str | None = None
+    arg_indent: int | None = None
     for line in doc.splitlines():
         stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
         if stripped.lower() in ("args:", "arguments:", "parameters:"):
-            section, current = "args", None
+            section, current, arg_indent = "args", None, None
             continue
         if stripped.lower() in ("returns:", "raises:", "yields:", "examples:"):
             section = "other"
@@ -174,16 +181,19 @@ def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
                 summary_lines.append(stripped)
         elif section == "args" and stripped:
             head, sep, rest = stripped.partition(":")
-            if sep and " " not in head.split("(")[0].strip():
+            # A line indented deeper than the entries continues the current one, colon or not.
+            continues = current is not None and arg_indent is not None and indent > arg_indent
+            if sep and not continues and " " not in head.split("(")[0].strip():
                 current = head.split("(")[0].strip()
                 arg_docs[current] = rest.strip()
+                arg_indent = indent if arg_indent is None else arg_indent
             elif current:
                 arg_docs[current] += " " + stripped
     return " ".join(summary_lines), arg_docs
 
 
 def _args_model(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str]) -> type[BaseModel]:
-    hints = get_type_hints(fn)
+    hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] constraints
     fields: dict[str, Any] = {}
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
