@@ -124,7 +124,7 @@ def _import_target(path: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ValueError(
                 f"Cannot load tool {path!r}: no module named {exc.name!r} "
                 "(is the package installed, or its folder on sys.path?)."
