@@ -88,7 +88,7 @@ def _load(path: str) -> EnvFactory:
     return getattr(importlib.import_module(module), attr)
 
 
-def get_env(name: str, **kwargs: Any) -> Env:
+def get_env(name: str, /, **kwargs: Any) -> Env:
     """Build the env called ``name``; keyword arguments go to its constructor."""
     if not isinstance(name, str):
         raise TypeError(f"get_env takes an env name (str), got {type(name).__name__}.")
