@@ -72,12 +72,10 @@ class LangChainTool(Tool):
 
 def from_langchain(lc_tool: BaseTool) -> Tool:
     """Wrap a LangChain tool as an anchorloop ``Tool`` (or unwrap one made by ``to_langchain``)."""
-    original = (lc_tool.metadata or {}).get(_ORIGINAL)
-    if isinstance(original, Tool):
-        return original
     if not isinstance(lc_tool, BaseTool):
         raise TypeError(f"from_langchain expects a langchain_core BaseTool, got {type(lc_tool).__name__}.")
-    return LangChainTool(lc_tool)
+    original = (lc_tool.metadata or {}).get(_ORIGINAL)
+    return original if isinstance(original, Tool) else LangChainTool(lc_tool)
 
 
 def to_langchain(tool: Tool) -> BaseTool:
