@@ -110,7 +110,7 @@ class JsonlEnv(Env):
             metadata=dict(row.get("metadata", {})),
         )
 
-    def _program(self, task: Task, answer: str) -> str:
+    def _program(self, task: Task, answer: str) -> scoring.ProgramWithTests:
         entry_point = task.reference.get("entry_point")
         code = scoring.extract_code(answer, entry_point)
         return scoring.tests_program(code, task.reference["tests"], entry_point)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 # ---------------------------------------------------------------------------- final-answer text
 
@@ -265,28 +266,47 @@ def _sandbox(timeout_s: float, memory_mb: int) -> Any:
     return PythonSandbox(timeout_s=timeout_s, memory_mb=memory_mb, max_output_bytes=16_000)
 
 
-def tests_program(code: str, tests: str, entry_point: str | None = None) -> str:
-    """Code + tests (+ ``check(entry_point)`` when the tests define ``check``)."""
-    program = f"{code}\n\n{tests}\n"
+# The program's own output is discarded so it cannot crowd out the pass marker; the marker is a
+# fresh random token printed only after the tests return, so code that exits early with status 0
+# (``sys.exit(0)`` inside the function, ``os._exit(0)``) does not pass. Code that reads its own
+# source could still forge it: this guards against accidents and lazy hacks, not an adversary.
+_PROLOGUE = "import os as _al_os, sys as _al_sys\n_al_sys.stdout = open(_al_os.devnull, 'w')\n"
+_EPILOGUE = "\n_al_sys.__stdout__.write('\\n{marker}\\n')\n_al_sys.__stdout__.flush()\n"
+_FUTURE = re.compile(r"^from\s+__future__\s+import[^\n]*\n?", re.MULTILINE)
+
+
+class ProgramWithTests(NamedTuple):
+    """A program that runs code then tests, and the marker it prints only if the tests pass."""
+
+    source: str
+    marker: str
+
+
+def tests_program(code: str, tests: str, entry_point: str | None = None) -> ProgramWithTests:
+    """Code + tests (+ ``check(entry_point)`` when the tests define ``check``) + the pass marker."""
+    marker = secrets.token_hex(16)
+    body = f"{code}\n\n{tests}\n"
     if entry_point and re.search(r"^def\s+check\s*\(", tests, re.MULTILINE):
-        program += f"\ncheck({entry_point})\n"
-    return program
+        body += f"\ncheck({entry_point})\n"
+    futures = "".join(m.group(0).rstrip("\n") + "\n" for m in _FUTURE.finditer(body))
+    source = futures + _PROLOGUE + _FUTURE.sub("", body) + _EPILOGUE.format(marker=marker)
+    return ProgramWithTests(source, marker)
 
 
-def python_tests_score(
-    program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
-) -> float:
-    """1.0 if ``program`` (code + tests) exits 0 in the sandbox within the time limit, else 0.0."""
-    result = _sandbox(timeout_s, memory_mb).run(program)
-    return float(result.exit_code == 0 and not result.timed_out)
+def _passed(result: Any, program: ProgramWithTests) -> float:
+    return float(result.exit_code == 0 and not result.timed_out and program.marker in result.stdout)
+
+
+def python_tests_score(program: ProgramWithTests, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> float:
+    """1.0 if the program's tests all pass in the sandbox within the time limit, else 0.0."""
+    return _passed(_sandbox(timeout_s, memory_mb).run(program.source), program)
 
 
 async def apython_tests_score(
-    program: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
+    program: ProgramWithTests, *, timeout_s: float = 10.0, memory_mb: int = 1024
 ) -> float:
     """Async ``python_tests_score``: many can run concurrently (one OS process each)."""
-    result = await _sandbox(timeout_s, memory_mb).arun(program)
-    return float(result.exit_code == 0 and not result.timed_out)
+    return _passed(await _sandbox(timeout_s, memory_mb).arun(program.source), program)
 
 
 # ---------------------------------------------------------------------------- by name
