@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import time
 
 import pytest
@@ -63,16 +63,23 @@ def test_index_is_built_once_then_loaded_from_disk(index, index_dir):
     again.close()
 
 
-def test_a_changed_corpus_file_gets_a_fresh_index(tmp_path, index_dir):
-    copy = tmp_path / "summaries.json"
-    shutil.copy(corpus.corpus_path(), copy)
-    first = CorpusIndex.open(copy, cache=tmp_path)
-    assert first.build_seconds is not None
-    stat = copy.stat()
-    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    second = CorpusIndex.open(copy, cache=tmp_path)
-    assert second.build_seconds is not None
-    assert second.db_path != first.db_path
+def test_a_changed_corpus_file_gets_a_fresh_index(tmp_path):
+    small = tmp_path / "summaries.json"
+    records = {
+        "Zebra": {"title": "Zebra", "description": "Striped horse", "extract": "Zebras are African equines."},
+        "Ant": {"title": "Ant", "description": "Insect", "extract": "Ants are eusocial insects."},
+    }
+    small.write_text(json.dumps(records))
+    first = CorpusIndex.open(small, cache=tmp_path)
+    assert first.build_seconds is not None and first.size == 2
+    assert [a.title for a in load_corpus(small)] == ["Ant", "Zebra"]
+    records["Bee"] = {"title": "Bee", "description": "Insect", "extract": "Bees make honey."}
+    small.write_text(json.dumps(records))
+    stat = small.stat()
+    os.utime(small, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = CorpusIndex.open(small, cache=tmp_path)
+    assert second.build_seconds is not None and second.db_path != first.db_path
+    assert second.search("honey")[0][0].title == "Bee"
     first.close()
     second.close()
 
@@ -91,6 +98,14 @@ def test_search_ranks_the_obvious_article_first(index, query, expected):
     hits, total = index.search(query, limit=5)
     assert hits[0].title == expected
     assert total >= len(hits)
+
+
+def test_an_exact_title_match_is_pinned_first_even_beyond_the_limit(index):
+    ranked, _ = index.search("capital of Australia", limit=1)
+    assert ranked[0].title != "Australia"  # BM25 alone prefers leads that mention Australia often
+    (hit,) = index.search("australia", limit=1)[0]
+    assert hit.title == "Australia"
+    assert hit.snippet.startswith("Australia, officially the Commonwealth of Australia")
 
 
 def test_search_returns_snippets_with_match_markup_and_sizes(index):

@@ -193,6 +193,20 @@ def test_page_reads_a_section_by_heading_case_insensitively_with_its_subsections
     assert "Subsections: Education" in result.content
 
 
+def test_a_title_with_a_section_anchor_reads_that_section(make_tools):
+    _, page = make_tools()
+    result = call(page, title="Ada Lovelace#Work")
+    assert not result.error
+    assert result.content.startswith("# Ada Lovelace › Work")
+
+
+def test_titles_with_characters_wikipedia_forbids_are_refused_before_any_request(fake, make_tools):
+    _, page = make_tools()
+    result = call(page, title="Ada Lovelace|Mercury")
+    assert result.error and "cannot contain |" in result.content
+    assert fake.requests == []
+
+
 def test_unknown_section_is_an_error_listing_the_sections(make_tools):
     _, page = make_tools()
     result = call(page, title="Ada Lovelace", section="Death")

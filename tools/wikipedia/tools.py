@@ -39,6 +39,7 @@ BACK_MATTER = frozenset(
         "notes and references",
     }
 )
+INVALID_TITLE_CHARS = frozenset("|<>[]{}")
 _TAG = re.compile(r"<[^>]+>")
 _REFERS_TO = re.compile(r"\brefers?\s+to\b[^.\n]*:", re.IGNORECASE)
 
@@ -119,6 +120,16 @@ class WikipediaPageTool(_WikipediaTool):
     args_schema = PageArgs
 
     def _run(self, args: PageArgs) -> ToolResult:
+        if "#" in args.title:  # "Article#Section", as in a Wikipedia link
+            title, _, anchor = args.title.partition("#")
+            args = PageArgs(title=title or args.title, section=args.section or anchor or None)
+        if bad := sorted(set(args.title) & INVALID_TITLE_CHARS):
+            return ToolResult(
+                content=f"Wikipedia titles cannot contain {' '.join(bad)}; got {args.title!r}. "
+                "Pass one article title, as wikipedia_search shows it.",
+                error=True,
+                metadata={"backend": self.backend},
+            )
         page = self.client.page(args.title)
         lead = page.summary  # one request: the whole article as plain text, split into sections
         if not page.exists():
