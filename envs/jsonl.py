@@ -50,6 +50,7 @@ class JsonlEnv(Env):
     ``scorer``: ``"exact"``, ``"numeric"``, ``"contains"``, ``"squad_em"``, ``"squad_f1"``,
     ``"python_tests"`` (the row's ``tests`` run in the sandbox), or a callable
     ``(answer, reference) -> float``. ``tools``: Tool objects or names for ``tools.load_tools``.
+    ``timeout_s`` bounds each ``python_tests`` run.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class JsonlEnv(Env):
         tools: Sequence[Tool | str] = (),
         name: str | None = None,
         system_hint: str = "",
+        timeout_s: float = 10.0,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -70,6 +72,7 @@ class JsonlEnv(Env):
         self.scorer = scorer
         self.name = name or self.path.stem
         self.system_hint = system_hint
+        self.timeout_s = timeout_s
         self._tools = list(tools)
         self.rows = read_rows(self.path)
         if scorer == "python_tests":
@@ -117,11 +120,11 @@ class JsonlEnv(Env):
 
     def score(self, task: Task, answer: str) -> float:
         if self.scorer == "python_tests":
-            return scoring.python_tests_score(self._program(task, answer))
+            return scoring.python_tests_score(self._program(task, answer), timeout_s=self.timeout_s)
         score_fn = self.scorer if callable(self.scorer) else scoring.get_scorer(self.scorer)
         return min(1.0, max(0.0, float(score_fn(answer, task.reference))))
 
     async def ascore(self, task: Task, answer: str) -> float:
         if self.scorer == "python_tests":
-            return await scoring.apython_tests_score(self._program(task, answer))
+            return await scoring.apython_tests_score(self._program(task, answer), timeout_s=self.timeout_s)
         return await super().ascore(task, answer)

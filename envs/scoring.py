@@ -7,6 +7,7 @@ They never raise on odd input (empty, garbage, huge or non-ASCII strings): a bad
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import secrets
@@ -96,7 +97,9 @@ def _to_fraction(m: re.Match[str]) -> Fraction | None:
 
 def parse_numbers(text: str) -> list[Fraction]:
     """Every number in ``text`` in order, as exact Fractions (commas, ``$``, fractions, LaTeX)."""
-    text = (text or "").replace("\u2212", "-").replace("\u2013", "-")
+    if not text or not any(ch in text for ch in "0123456789"):
+        return []
+    text = text.replace("\u2212", "-").replace("\u2013", "-")
     text = re.sub(r"\\(?:left|right|,|!|;|\s)", "", text)
     values = []
     for m in _NUMBER.finditer(text):
@@ -260,6 +263,7 @@ def complete_function(prompt: str, code: str, entry_point: str) -> str:
     return f"{prompt}{code}\n"
 
 
+@functools.lru_cache(maxsize=8)
 def _sandbox(timeout_s: float, memory_mb: int) -> Any:
     from tools.python_exec import PythonSandbox
 

@@ -10,8 +10,6 @@ import pytest
 from envs import get_env
 from envs.humaneval import HumanEvalEnv, program_for
 
-SAMPLE = 20
-
 
 @pytest.fixture(scope="module")
 def env() -> HumanEvalEnv:
@@ -69,25 +67,14 @@ def _canonical(task) -> str:
 
 
 @pytest.mark.usefixtures("sandbox_ready")
-async def test_canonical_solutions_pass_sample(env: HumanEvalEnv) -> None:
-    tasks = env.tasks("test", n=SAMPLE, seed=1)
-    bodies = await _score_all(env, [(t, _canonical(t)) for t in tasks])
-    fenced = await _score_all(
-        env, [(t, f"```python\n{t.reference['prompt']}{_canonical(t)}```") for t in tasks[:5]]
-    )
-    assert bodies == [1.0] * len(tasks)
-    assert fenced == [1.0] * 5
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("sandbox_ready")
 async def test_all_164_canonical_solutions_pass(env: HumanEvalEnv) -> None:
     tasks = env.tasks("test")
     started = time.perf_counter()
     scores = await _score_all(env, [(t, _canonical(t)) for t in tasks])
-    failed = [t.id for t, s in zip(tasks, scores) if s != 1.0]
-    assert not failed
-    assert time.perf_counter() - started < 120
+    assert [t.id for t, s in zip(tasks, scores) if s != 1.0] == []
+    assert time.perf_counter() - started < 60
+    fenced = [(t, f"Here it is:\n```python\n{t.reference['prompt']}{_canonical(t)}```") for t in tasks[:10]]
+    assert await _score_all(env, fenced) == [1.0] * 10
 
 
 @pytest.mark.usefixtures("sandbox_ready")

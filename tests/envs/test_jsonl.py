@@ -103,3 +103,21 @@ def test_bad_files_and_arguments(tmp_path: Path) -> None:
 def test_get_env_jsonl_form(qa_file: Path) -> None:
     env = get_env(f"jsonl:{qa_file}", scorer="contains", name="caps")
     assert isinstance(env, JsonlEnv) and env.name == "caps"
+
+
+def test_python_tests_scorer_runs_in_the_sandbox(tmp_path: Path) -> None:
+    pytest.importorskip("tools.python_exec", reason="tools/python_exec.py (the sandbox) is not available")
+    path = write(
+        tmp_path / "code.jsonl",
+        [
+            {"question": "Write square(x).", "tests": "assert square(3) == 9\nassert square(-2) == 4"},
+            {"question": "cube(x)?", "tests": "def check(f):\n    assert f(2) == 8", "entry_point": "cube"},
+        ],
+    )
+    env = JsonlEnv(path, scorer="python_tests", timeout_s=2)
+    square, cube = env.tasks()
+    assert env.score(square, "```python\ndef square(x):\n    return x * x\n```") == 1.0
+    assert env.score(square, "def square(x):\n    return 2 * x") == 0.0
+    assert env.score(cube, "def cube(x):\n    return x ** 3") == 1.0
+    assert env.score(cube, "while True: pass") == 0.0  # stopped at timeout_s
+    assert env.score(cube, "") == 0.0

@@ -137,3 +137,29 @@ def test_get_scorer() -> None:
     assert scoring.get_scorer("exact") is exact_match
     with pytest.raises(ValueError, match="Unknown scorer 'fuzzy'.*exact"):
         scoring.get_scorer("fuzzy")
+
+
+def test_tests_program_hoists_future_imports_and_ends_with_the_marker() -> None:
+    code = "from __future__ import annotations\ndef f(): return 1"
+    program = scoring.tests_program(code, "assert f() == 1")
+    assert program.source.startswith("from __future__ import annotations\n")
+    assert program.source.rstrip().endswith("flush()") and program.marker in program.source
+    assert scoring.tests_program("x", "y").marker != program.marker
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("def add(a, b):\n    return a + b", 1.0),
+        ("def add(a, b):\n    return a - b", 0.0),
+        ("", 0.0),
+        ("}{ garbage (", 0.0),
+        ("def add(a, b):\n    '''ünïcödé 🙂'''\n    return a + b", 1.0),
+        ("# " + "x" * 1_000_000 + "\ndef add(a, b):\n    return a + b", 1.0),
+        ("import sys\nsys.exit(0)", 0.0),
+    ],
+)
+def test_python_tests_score_in_the_sandbox(code: str, expected: float) -> None:
+    pytest.importorskip("tools.python_exec", reason="tools/python_exec.py (the sandbox) is not available")
+    program = scoring.tests_program(code, "def check(f):\n    assert f(2, 3) == 5\n", "add")
+    assert scoring.python_tests_score(program, timeout_s=5) == expected
