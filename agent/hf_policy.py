@@ -23,17 +23,13 @@ import torch
 from transformers import DynamicCache
 
 from agent.kv_batch import KV, concat_rows, left_pad, row_kv, select_rows
-from agent.policy import Generation, SamplingParams
+from agent.policy import Generation, PolicyError, SamplingParams
 from agent.prefix_cache import PrefixCache
 from agent.sampling import sample_rows
 
 log = logging.getLogger(__name__)
 
 _STOP_TAIL_TOKENS = 24  # stop strings are matched in the decoded tail of this many tokens
-
-
-class PolicyError(RuntimeError):
-    """A model backend could not produce a generation; the message says why and what to do."""
 
 
 @dataclass

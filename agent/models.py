@@ -94,7 +94,9 @@ def load_tokenizer(spec: str = EMBEDDED_MODEL) -> Any:
     return AutoTokenizer.from_pretrained(resolve(spec))
 
 
-def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+def load_model(
+    spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: Any = None
+) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from the embedded default, a local path or a hub id.
 
     ``"smollm2-135m"`` is the embedded SmolLM2-135M-Instruct; ``"tiny-random"`` is a tiny randomly

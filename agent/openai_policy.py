@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field
 
-from agent.policy import FinishReason, Generation, SamplingParams
+from agent.policy import FinishReason, Generation, PolicyError, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +30,6 @@ RETRY_STATUSES = frozenset({429, 503})
 _RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 _TOKEN_ID_PREFIX = "token_id:"
 _MAX_BACKOFF_S = 30.0
-
-
-class PolicyError(RuntimeError):
-    """A model server was unreachable or gave an unusable answer; the message says which and what to do."""
-
-
-class ServerGeneration(Generation):
-    """A ``Generation`` plus how faithfully the server reported it.
-
-    ``metadata``: ``token_ids_exact`` (False: the server sent no ids and its text was re-tokenized),
-    ``logprobs_exact`` (False: log-probs unknown, NaN, or of re-tokenized ids), ``prompt_exact`` (False:
-    the prompt was sent as decoded text), ``server_finish_reason`` and ``stop_reason`` as sent.
-    """
-
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass
@@ -181,7 +165,7 @@ class OpenAIPolicy:
         sampling: SamplingParams,
         *,
         on_text: Callable[[str], None] | None = None,
-    ) -> ServerGeneration:
+    ) -> Generation:
         """Sample one turn. With ``on_text``, the answer is streamed and each text delta passed to it."""
         draft = _Draft()
         choices = self._choices(prompt_ids, sampling, stream=on_text is not None)
@@ -393,7 +377,7 @@ class OpenAIPolicy:
             raise self._malformed("a choice is not an object")
         return choices[0]
 
-    def _to_generation(self, draft: _Draft, sampling: SamplingParams) -> ServerGeneration:
+    def _to_generation(self, draft: _Draft, sampling: SamplingParams) -> Generation:
         ids_exact = draft.saw_ids and not draft.missing_ids
         finish = self._finish_reason(draft, sampling, draft.token_ids if ids_exact else None)
         if ids_exact:
@@ -416,7 +400,7 @@ class OpenAIPolicy:
             )
             logprobs_exact = False
         logprobs_exact = logprobs_exact and ids_exact
-        return ServerGeneration(
+        return Generation(
             token_ids=token_ids,
             logprobs=logprobs,
             text=draft.text,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -27,6 +28,11 @@ class Generation(BaseModel):
     logprobs: list[float]
     text: str
     finish_reason: FinishReason
+    metadata: dict[str, Any] = Field(default_factory=dict)  # backend notes, e.g. token_ids_exact
+
+
+class PolicyError(RuntimeError):
+    """A model backend could not produce a generation; the message says why and what to do."""
 
 
 @runtime_checkable
@@ -35,4 +41,12 @@ class Policy(Protocol):
 
     tokenizer: Any
 
-    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation: ...
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling: SamplingParams,
+        *,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        """Sample one turn. ``on_text`` (optional) receives text deltas as they are generated."""
+        ...

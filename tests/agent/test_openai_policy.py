@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.openai_policy import OpenAIPolicy, PolicyError, ServerGeneration
-from agent.policy import Policy, SamplingParams
+from agent.openai_policy import OpenAIPolicy
+from agent.policy import Generation, Policy, PolicyError, SamplingParams
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ANSWER = "The answer is 42."
@@ -234,7 +234,7 @@ async def test_vllm_returns_the_exact_ids_and_logprobs_and_gets_every_sampling_p
 
     gen = await policy.generate(prompt_ids, sampling)
 
-    assert isinstance(policy, Policy) and isinstance(gen, ServerGeneration)
+    assert isinstance(policy, Policy) and isinstance(gen, Generation)
     assert gen.token_ids == script
     assert gen.logprobs == expected_logprobs(len(script))
     assert gen.text == ANSWER

@@ -1,0 +1,224 @@
+"""The self-correcting ReAct agent as a LangGraph ``StateGraph``.
+
+    start → generate → (tool calls? run_tools → generate …)
+                     → (garbled? correct_format → generate …)
+                     → record_answer → (self-correct? ask_to_verify → generate …) → finish
+
+The model writes a first answer, is then asked to check it *with the tools* and either confirm it
+or correct it; every final answer is recorded as an attempt, so ``attempts[0]`` and
+``attempts[-1]`` are the self-correction pair. The whole run is one token sequence: model tokens
+exactly as sampled (``env_mask`` 1) and inserted segments tokenized once (``env_mask`` 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+from dataclasses import asdict
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+
+from agent.chat_format import ChatFormat
+from agent.policy import Policy, SamplingParams
+from agent.prompts import (
+    EXEMPLARS,
+    VERIFY_WITH_TOOLS,
+    VERIFY_WITHOUT_TOOLS,
+    Exemplar,
+    exemplar_messages,
+    run_sync,
+    system_prompt,
+)
+from agent.protocols import ToolCall, get_protocol
+from tools import Tool, ToolResult
+
+DEFAULT_SAMPLING = SamplingParams(max_new_tokens=192, temperature=0.7)
+
+
+class AgentState(TypedDict, total=False):
+    question: str
+    prompt_ids: list[int]
+    completion_ids: Annotated[list[int], operator.add]
+    env_mask: Annotated[list[int], operator.add]
+    logprobs: Annotated[list[float], operator.add]
+    messages: Annotated[list[dict], operator.add]  # readable transcript
+    attempts: list[dict]  # overwritten, so each new question in a conversation starts afresh
+    action: dict
+    turns: int
+    tool_calls: int
+    tool_errors: int
+    parse_errors: int
+    last_closed_turn: bool  # did the model's last turn end with its own end-of-turn token?
+    stop_reason: str
+    generate_s: float
+    tools_s: float
+
+
+def build_agent(
+    policy: Policy,
+    tools: list[Tool],
+    *,
+    protocol: str = "code",
+    max_turns: int = 8,
+    max_tool_calls: int = 6,
+    self_correct: bool = True,
+    verify_with_tools: bool = True,
+    checkpointer: Any = None,
+    sampling: SamplingParams | None = None,
+    system_hint: str = "",
+    exemplars: list[Exemplar] | None = None,
+    tool_timeout_s: float = 60.0,
+) -> Any:
+    """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory."""
+    proto = get_protocol(protocol)
+    fmt = ChatFormat(policy.tokenizer)
+    tools_by_name = {t.name: t for t in tools}
+    if proto.name == "code" and "python" not in tools_by_name:
+        raise ValueError("The 'code' protocol runs fenced Python blocks and needs the 'python' tool.")
+    sampling = (sampling or DEFAULT_SAMPLING).model_copy(update={"stop": proto.stop})
+    verify_text = VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS
+    schemas = [t.json_schema() for t in tools]
+    preamble = [{"role": "system", "content": system_prompt(proto, tools, fmt, system_hint)}]
+    preamble += run_sync(
+        exemplar_messages(
+            EXEMPLARS if exemplars is None else exemplars,
+            proto,
+            tools,
+            fmt,
+            verify_text if self_correct else None,
+        )
+    )
+
+    def inserted(messages: list[dict], state: AgentState, shown: list[dict]) -> dict:
+        ids = fmt.insert_ids(messages, model_closed_turn=state.get("last_closed_turn", False))
+        return {"completion_ids": ids, "env_mask": [0] * len(ids), "logprobs": [0.0] * len(ids),
+                "messages": shown, "last_closed_turn": True}
+
+    # -- nodes --------------------------------------------------------------------------------------
+
+    async def start(state: AgentState) -> dict:
+        question = state["question"]
+        fresh = {"attempts": [], "stop_reason": "", "action": {}}
+        if state.get("prompt_ids"):  # a follow-up message in a persisted conversation
+            return fresh | inserted([{"role": "user", "content": question}], state,
+                                    [{"role": "user", "content": question}])
+        prompt = fmt.prompt_ids(preamble + [{"role": "user", "content": question}], tools=schemas)
+        return fresh | {
+            "prompt_ids": prompt, "messages": [{"role": "user", "content": question}],
+            "turns": 0, "tool_calls": 0, "tool_errors": 0, "parse_errors": 0,
+            "generate_s": 0.0, "tools_s": 0.0,
+        }
+
+    async def generate(state: AgentState, config: RunnableConfig) -> dict:
+        started = time.perf_counter()
+        ids = state["prompt_ids"] + state.get("completion_ids", [])
+        turn = await policy.generate(ids, sampling, on_text=_token_streamer(config))
+        action = proto.parse(turn.text)
+        if turn.finish_reason == "length" and not action.tool_calls and action.final_answer is None:
+            action.error = (f"Your reply was cut off after {len(turn.token_ids)} tokens. Be brief: "
+                            "one tool call, or 'Final answer: ...'.")
+        return {
+            "completion_ids": turn.token_ids, "env_mask": [1] * len(turn.token_ids),
+            "logprobs": turn.logprobs,
+            "messages": [{"role": "assistant", "content": turn.text}],
+            "action": asdict(action), "turns": state.get("turns", 0) + 1,
+            "last_closed_turn": fmt.closes_turn(turn.token_ids),
+            "generate_s": state.get("generate_s", 0.0) + time.perf_counter() - started,
+        }
+
+    async def run_tools(state: AgentState) -> dict:
+        started = time.perf_counter()
+        calls = [ToolCall(**c) for c in state["action"]["tool_calls"]]
+        budget = max_tool_calls - state.get("tool_calls", 0)
+        results = await asyncio.gather(*[
+            _call(tools_by_name, c, tool_timeout_s) if i < budget else _over_budget(max_tool_calls)
+            for i, c in enumerate(calls)
+        ])
+        shown = [{"role": "tool", "name": c.name, "arguments": c.arguments, "content": r.content,
+                  "error": r.error} for c, r in zip(calls, results)]
+        update = inserted(fmt.observation_messages([r.content for r in results]), state, shown)
+        return update | {
+            "tool_calls": state.get("tool_calls", 0) + min(len(calls), max(budget, 0)),
+            "tool_errors": state.get("tool_errors", 0) + sum(r.error for r in results),
+            "tools_s": state.get("tools_s", 0.0) + time.perf_counter() - started,
+        }
+
+    async def correct_format(state: AgentState) -> dict:
+        note = state["action"]["error"]
+        update = inserted([{"role": "user", "content": note}], state, [{"role": "feedback", "content": note}])
+        return update | {"parse_errors": state.get("parse_errors", 0) + 1}
+
+    async def record_answer(state: AgentState) -> dict:
+        attempt = {"answer": state["action"]["final_answer"], "turn": state["turns"] - 1,
+                   "tool_calls_before": state.get("tool_calls", 0)}
+        return {"attempts": state.get("attempts", []) + [attempt]}
+
+    async def ask_to_verify(state: AgentState) -> dict:
+        return inserted([{"role": "user", "content": verify_text}], state,
+                        [{"role": "verify", "content": verify_text}])
+
+    async def finish(state: AgentState) -> dict:
+        return {"stop_reason": "verified" if len(state.get("attempts", [])) > 1 else "answered"}
+
+    async def out_of_turns(state: AgentState) -> dict:
+        return {"stop_reason": "max_turns"}
+
+    # -- routing ------------------------------------------------------------------------------------
+
+    async def after_generate(state: AgentState) -> str:
+        action = state["action"]
+        if action["final_answer"] is not None and not action["tool_calls"]:
+            return "record_answer"
+        if state["turns"] >= max_turns:
+            return "out_of_turns"
+        return "run_tools" if action["tool_calls"] else "correct_format"
+
+    async def after_answer(state: AgentState) -> str:
+        wants_check = self_correct and len(state["attempts"]) < 2
+        return "ask_to_verify" if wants_check and state["turns"] < max_turns else "finish"
+
+    graph = StateGraph(AgentState)
+    for node in (start, generate, run_tools, correct_format, record_answer, ask_to_verify, finish,
+                 out_of_turns):
+        graph.add_node(node.__name__, node)
+    graph.add_edge(START, "start")
+    graph.add_edge("start", "generate")
+    graph.add_conditional_edges("generate", after_generate,
+                                ["record_answer", "out_of_turns", "run_tools", "correct_format"])
+    graph.add_edge("run_tools", "generate")
+    graph.add_edge("correct_format", "generate")
+    graph.add_conditional_edges("record_answer", after_answer, ["ask_to_verify", "finish"])
+    graph.add_edge("ask_to_verify", "generate")
+    graph.add_edge("finish", END)
+    graph.add_edge("out_of_turns", END)
+    compiled = graph.compile(checkpointer=checkpointer, name="anchorloop-agent")
+    return compiled.with_config(recursion_limit=8 + 4 * max_turns)
+
+
+def _token_streamer(config: RunnableConfig) -> Any:
+    """Text deltas go to LangGraph's custom stream when the caller asked (``stream_tokens``)."""
+    if not config.get("configurable", {}).get("stream_tokens"):
+        return None
+    writer = get_stream_writer()
+    return lambda text: writer({"token": text})
+
+
+async def _call(tools: dict[str, Tool], call: ToolCall, timeout_s: float) -> ToolResult:
+    tool = tools.get(call.name)
+    if tool is None:
+        return ToolResult(content=f"Unknown tool '{call.name}'. Available tools: {', '.join(tools)}.",
+                          error=True)
+    try:
+        return await asyncio.wait_for(tool.acall(call.arguments), timeout_s)
+    except asyncio.TimeoutError:
+        return ToolResult(content=f"Tool '{call.name}' took longer than {timeout_s:.0f} s and was stopped.",
+                          error=True)
+
+
+async def _over_budget(limit: int) -> ToolResult:
+    return ToolResult(content=f"Tool budget of {limit} calls is used up. Give your Final answer now.",
+                      error=True)

@@ -1,0 +1,130 @@
+"""The words the agent is given: system prompt, few-shot exemplars, and the verify instruction.
+
+Exemplars are written as calls and answers only; their observations come from running the real
+tools once when the agent is built, so the model sees exactly the output format it will get.
+Small models need them: with two worked examples SmolLM2 writes runnable actions far more often
+than zero-shot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.chat_format import ChatFormat
+from agent.protocols import Protocol
+from tools import Tool
+
+SYSTEM = (
+    "You are a careful assistant. You do not trust your own first guess: you use tools to compute "
+    "and to look things up, and you check answers against what the tools return."
+)
+
+VERIFY_WITH_TOOLS = (
+    "Check this answer with a tool before it is final: compute it again another way, or look it up. "
+    "If the check agrees, repeat it as 'Final answer: ...'. If it does not, give the corrected "
+    "'Final answer: ...'."
+)
+VERIFY_WITHOUT_TOOLS = (
+    "Check this answer by reasoning step by step, without tools. If it holds, repeat it as "
+    "'Final answer: ...'. If it does not, give the corrected 'Final answer: ...'."
+)
+
+
+@dataclass
+class Step:
+    """One exemplar model turn: a tool call, or a final answer."""
+
+    answer: str | None = None
+    tool: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Exemplar:
+    question: str
+    first: list[Step]  # up to and including the first final answer
+    verify: list[Step]  # after the verify instruction
+
+    @property
+    def tools(self) -> set[str]:
+        return {s.tool for s in self.first + self.verify if s.tool}
+
+
+EXEMPLARS = [
+    Exemplar(
+        "A box holds 12 eggs. How many boxes are needed to pack 150 eggs?",
+        [Step(tool="python", arguments={"code": "print(150 / 12)"}), Step(answer="12.5")],
+        [
+            Step(tool="python", arguments={"code": "import math\nprint(math.ceil(150 / 12))"}),
+            Step(answer="13"),
+        ],
+    ),
+    Exemplar(
+        "What is 17 * 23 + 5?",
+        [Step(tool="python", arguments={"code": "print(17 * 23 + 5)"}), Step(answer="396")],
+        [Step(tool="python", arguments={"code": "print(5 + 23 * 17)"}), Step(answer="396")],
+    ),
+    Exemplar(
+        "In which country is the city of Kyoto?",
+        [Step(tool="wikipedia_search", arguments={"query": "Kyoto"}), Step(answer="Japan")],
+        [Step(tool="wikipedia_page", arguments={"title": "Kyoto"}), Step(answer="Japan")],
+    ),
+]
+
+
+def system_prompt(protocol: Protocol, tools: list[Tool], fmt: ChatFormat, hint: str = "") -> str:
+    parts = [SYSTEM]
+    if hint:
+        parts.append(hint)
+    parts.append(protocol.instructions([t.json_schema() for t in tools], fmt.native_tools))
+    return "\n\n".join(parts)
+
+
+async def exemplar_messages(
+    exemplars: list[Exemplar],
+    protocol: Protocol,
+    tools: list[Tool],
+    fmt: ChatFormat,
+    verify_instruction: str | None,
+    limit: int = 2,
+) -> list[dict]:
+    """Chat turns for the exemplars whose tools are all available, observations from real calls."""
+    by_name = {t.name: t for t in tools}
+    messages: list[dict] = []
+    used = 0
+    for ex in exemplars:
+        if used >= limit or not ex.tools <= by_name.keys():
+            continue
+        turns = [{"role": "user", "content": ex.question}]
+        steps = ex.first + (ex.verify if verify_instruction else [])
+        ok = True
+        for i, step in enumerate(steps):
+            if verify_instruction and i == len(ex.first):
+                turns.append({"role": "user", "content": verify_instruction})
+            if step.answer is not None:
+                turns.append({"role": "assistant", "content": f"Final answer: {step.answer}"})
+                continue
+            result = await by_name[step.tool].acall(step.arguments)
+            if result.error:
+                ok = False
+                break
+            turns.append({"role": "assistant", "content": protocol.render_call(step.tool, step.arguments)})
+            turns.extend(fmt.observation_messages([result.content]))
+        if ok:
+            messages.extend(turns)
+            used += 1
+    return messages
+
+
+def run_sync(coro: Any) -> Any:
+    """Run ``coro`` whether or not an event loop is already running in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -1,0 +1,177 @@
+"""Action protocols: how a model writes tool calls and final answers, and how we read them back.
+
+``json``: Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
+``code``: CodeAct-style fenced ```python blocks, run by the ``python`` tool.
+Both mark the final answer with a line ``Final answer: ...``. Parsing never raises: text that is
+neither a call nor an answer becomes an ``Action`` with an ``error`` the model is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+FINAL_ANSWER = re.compile(r"final answer\s*[:：]\s*(.*)", re.IGNORECASE)
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Action:
+    """What one model turn asked for."""
+
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    final_answer: str | None = None
+    error: str | None = None
+
+
+def find_final_answer(text: str) -> str | None:
+    matches = FINAL_ANSWER.findall(text)
+    if not matches:
+        return None
+    answer = matches[-1].strip()
+    return answer or None
+
+
+class Protocol:
+    name: str = ""
+    stop: list[str] = []
+
+    def instructions(self, tool_schemas: list[dict], native_tools: bool) -> str:
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Action:
+        raise NotImplementedError
+
+    def render_call(self, name: str, arguments: dict[str, Any]) -> str:
+        """How an exemplar turn writes a call in this protocol."""
+        raise NotImplementedError
+
+
+class JsonProtocol(Protocol):
+    name = "json"
+    stop = ["</tool_call>"]
+
+    def instructions(self, tool_schemas: list[dict], native_tools: bool) -> str:
+        lines = [
+            "To use a tool, write exactly one line:",
+            '<tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>',
+            "then wait for its result. When you know the answer, write: Final answer: ANSWER",
+        ]
+        if not native_tools:
+            lines += ["", "Tools:"] + [_describe(schema) for schema in tool_schemas]
+        return "\n".join(lines)
+
+    def parse(self, text: str) -> Action:
+        bodies = _TOOL_CALL.findall(text)
+        if not bodies:
+            answer = find_final_answer(text)
+            if answer is not None:
+                return Action(final_answer=answer)
+            return Action(error=_NOTHING_FOUND.format(example=self.render_call("NAME", {"ARG": "VALUE"})))
+        calls: list[ToolCall] = []
+        for body in bodies:
+            call, problem = _parse_call_json(body)
+            if problem:
+                return Action(error=problem)
+            calls.append(call)
+        return Action(tool_calls=calls)
+
+    def render_call(self, name: str, arguments: dict[str, Any]) -> str:
+        return "<tool_call>" + json.dumps({"name": name, "arguments": arguments}) + "</tool_call>"
+
+
+class CodeProtocol(JsonProtocol):
+    """Python runs from fenced blocks; any other tool is still called with ``<tool_call>``."""
+
+    name = "code"
+    stop = ["```\n", "</tool_call>"]
+    tool_name = "python"
+
+    def instructions(self, tool_schemas: list[dict], native_tools: bool) -> str:
+        lines = [
+            "To run Python, write a code block and wait for its output:",
+            "```python",
+            "print(...)",
+            "```",
+            "Use print() to see values. When you know the answer, write: Final answer: ANSWER",
+        ]
+        others = [s for s in tool_schemas if s["function"]["name"] != self.tool_name]
+        if others:
+            lines += ["", "Other tools are called with one line:",
+                      '<tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>', "Tools:"]
+            lines += [_describe(schema) for schema in others]
+        return "\n".join(lines)
+
+    def parse(self, text: str) -> Action:
+        blocks = [b for b in _CODE_BLOCK.findall(text) if b.strip()]
+        if blocks:
+            return Action(tool_calls=[ToolCall(self.tool_name, {"code": b}) for b in blocks])
+        if _TOOL_CALL.search(text):
+            return super().parse(text)
+        answer = find_final_answer(text)
+        if answer is not None:
+            return Action(final_answer=answer)
+        return Action(error=_NOTHING_FOUND.format(example="```python\nprint(...)\n```"))
+
+    def render_call(self, name: str, arguments: dict[str, Any]) -> str:
+        if name == self.tool_name:
+            return f"```python\n{arguments.get('code', '')}\n```"
+        return super().render_call(name, arguments)
+
+
+_NOTHING_FOUND = (
+    "I could not find a tool call or a final answer in your reply. "
+    "Either call a tool, like {example}, or finish with a line: Final answer: ANSWER"
+)
+
+
+def _parse_call_json(body: str) -> tuple[ToolCall | None, str | None]:
+    try:
+        data, _ = json.JSONDecoder().raw_decode(body.strip())
+    except json.JSONDecodeError as exc:
+        return None, f"Your tool call is not valid JSON ({exc.msg} at position {exc.pos}). " + _CALL_SHAPE
+    if not isinstance(data, dict):
+        return None, "Your tool call must be a JSON object. " + _CALL_SHAPE
+    name = data.get("name")
+    arguments = data.get("arguments", data.get("parameters", {}))
+    if not isinstance(name, str) or not name:
+        return None, 'Your tool call has no "name". ' + _CALL_SHAPE
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
+    if not isinstance(arguments, dict):
+        return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
+    return ToolCall(name, arguments), None
+
+
+_CALL_SHAPE = 'Write it as <tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>.'
+
+
+def _describe(schema: dict) -> str:
+    fn = schema["function"]
+    props = fn.get("parameters", {}).get("properties", {})
+    args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in props.items())
+    return f"- {fn['name']}({args}): {fn.get('description', '')}"
+
+
+PROTOCOLS: dict[str, type[Protocol]] = {"json": JsonProtocol, "code": CodeProtocol}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    try:
+        return PROTOCOLS[name]()
+    except KeyError:
+        raise ValueError(f"Unknown protocol '{name}'. Choose one of: {', '.join(PROTOCOLS)}.") from None

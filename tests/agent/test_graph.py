@@ -1,0 +1,151 @@
+import asyncio
+import random
+import re
+import string
+
+import pytest
+
+from agent import build_agent
+from tools import tool
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: first number
+        b: second number
+    """
+    return a + b
+
+
+@tool
+def explode(x: str) -> str:
+    """Always fails."""
+    raise RuntimeError("boom")
+
+
+CALL = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+
+
+def run(agent, question="What is 2 + 3?"):
+    return asyncio.run(agent.ainvoke({"question": question}))
+
+
+def make(scripted, replies, **kw):
+    policy = scripted(replies)
+    kw.setdefault("protocol", "json")
+    kw.setdefault("exemplars", [])
+    return policy, build_agent(policy, [add, explode], **kw)
+
+
+def test_tool_call_answer_verify_confirm(scripted):
+    policy, agent = make(scripted, [CALL, "Final answer: 5", CALL, "Final answer: 5"])
+    state = run(agent)
+    assert [a["answer"] for a in state["attempts"]] == ["5", "5"]
+    assert state["stop_reason"] == "verified"
+    assert state["tool_calls"] == 2 and state["tool_errors"] == 0
+    roles = [m["role"] for m in state["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "verify", "assistant", "tool", "assistant"]
+    assert state["messages"][2]["content"] == "5"
+
+
+def test_verify_can_change_the_answer(scripted):
+    _, agent = make(scripted, ["Final answer: 6", CALL, "Final answer: 5"])
+    state = run(agent)
+    assert state["attempts"][0]["answer"] == "6" and state["attempts"][-1]["answer"] == "5"
+    assert state["attempts"][-1]["tool_calls_before"] == 1
+
+
+def test_without_self_correction_the_first_answer_ends_the_run(scripted):
+    _, agent = make(scripted, ["Final answer: 6"], self_correct=False)
+    state = run(agent)
+    assert len(state["attempts"]) == 1 and state["stop_reason"] == "answered"
+
+
+def test_each_turn_prompt_is_the_previous_prompt_plus_completion_plus_inserted(scripted):
+    policy, agent = make(scripted, ["gibberish", CALL, "Final answer: 5", "Final answer: 5"])
+    state = run(agent)
+    seq = state["prompt_ids"] + state["completion_ids"]
+    assert len(state["completion_ids"]) == len(state["env_mask"]) == len(state["logprobs"])
+    for k, prompt in enumerate(policy.prompts):
+        assert seq[: len(prompt)] == prompt, f"turn {k} prompt is not a prefix of the trajectory"
+    # model tokens carry their logprob (-1.0 from the script), inserted tokens 0.0 and mask 0
+    for m, lp in zip(state["env_mask"], state["logprobs"], strict=True):
+        assert (m, lp) in {(1, -1.0), (0, 0.0)}
+    assert state["parse_errors"] == 1
+
+
+def test_tool_errors_and_unknown_tools_become_observations(scripted):
+    replies = ['<tool_call>{"name": "explode", "arguments": {"x": "a"}}</tool_call>',
+               '<tool_call>{"name": "nope", "arguments": {}}</tool_call>',
+               '<tool_call>{"name": "add", "arguments": {"a": "two"}}</tool_call>',
+               "Final answer: 1"]
+    _, agent = make(scripted, replies, self_correct=False)
+    state = run(agent)
+    observations = [m["content"] for m in state["messages"] if m["role"] == "tool"]
+    assert "boom" in observations[0]
+    assert "Unknown tool 'nope'" in observations[1]
+    assert "'a'" in observations[2] and "'b'" in observations[2]
+    assert state["tool_errors"] == 3 and state["stop_reason"] == "answered"
+
+
+def test_bounds_end_the_run_cleanly(scripted):
+    _, agent = make(scripted, [CALL] * 20, max_turns=4, max_tool_calls=2)
+    state = run(agent)
+    assert state["stop_reason"] == "max_turns" and state["turns"] == 4
+    assert state["tool_calls"] == 2
+    assert any("budget" in m["content"] for m in state["messages"] if m["role"] == "tool")
+
+
+def test_code_protocol_requires_the_python_tool(scripted):
+    with pytest.raises(ValueError, match="python"):
+        build_agent(scripted([]), [add], protocol="code", exemplars=[])
+
+
+def _garbage(rng: random.Random) -> str:
+    pieces = ["<tool_call>", "</tool_call>", "{", "}", '"name"', '"arguments"', ":", "Final answer:",
+              "```python\n", "```", "add", "\x00", "null", "[1,2]", "\ud7ff", "💥", "\n", '"a": 1']
+    kind = rng.random()
+    if kind < 0.4:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+    if kind < 0.7:
+        return "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 200)))
+    return rng.choice([CALL, "Final answer: 5", "", " ", "<tool_call>{}</tool_call>",
+                       '<tool_call>{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}</tool_call>'])
+
+
+def test_fuzz_parser_with_10000_garbage_replies_never_raises():
+    from agent.protocols import get_protocol
+
+    rng = random.Random(7)
+    for name in ("json", "code"):
+        protocol = get_protocol(name)
+        for _ in range(5000):
+            action = protocol.parse(_garbage(rng))
+            assert action.tool_calls or action.final_answer is not None or action.error
+
+
+def test_fuzz_1000_malformed_completions_through_the_graph_never_crash(scripted):
+    rng = random.Random(1234)
+    runs = 200
+    scripts = {f"q{i}": iter([_garbage(rng) for _ in range(8)]) for i in range(runs)}
+    served = []
+
+    def reply(prompt_ids):
+        question = re.search(r"(q\d+)<\|im_end\|>", scripted.tokenizer.decode(prompt_ids)).group(1)
+        served.append(question)
+        return next(scripts[question])
+
+    agents = [build_agent(scripted(reply, close_turn=closes), [add, explode], protocol="json",
+                          exemplars=[], max_turns=8) for closes in (False, True)]
+
+    async def main():
+        return await asyncio.gather(*[agents[i % 2].ainvoke({"question": f"q{i}"}) for i in range(runs)])
+
+    states = asyncio.run(main())
+    assert len(served) >= 1000
+    assert all(s["stop_reason"] in {"answered", "verified", "max_turns"} for s in states)
+    assert all(len(s["completion_ids"]) == len(s["env_mask"]) == len(s["logprobs"]) for s in states)
+    assert sum(s["parse_errors"] for s in states) > 500  # the garbage really was garbage
