@@ -387,6 +387,22 @@ def test_requests_are_sent_one_at_a_time(fake, make_tools):
     assert fake.max_in_flight == 1
 
 
+def test_queued_wikipedia_calls_do_not_block_other_threaded_tools(fake, make_tools):
+    fake.delay_s = 0.05
+    search, _ = make_tools(cache=False)
+
+    async def scenario():
+        wiki = [asyncio.create_task(search.acall({"query": f"ada {i}"})) for i in range(12)]
+        await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        await asyncio.to_thread(lambda: None)  # what a sandboxed Python tool call does
+        other_tool_wait = time.perf_counter() - started
+        await asyncio.gather(*wiki)
+        return other_tool_wait
+
+    assert asyncio.run(scenario()) < 0.2  # the 12 serial Wikipedia calls take 0.6 s
+
+
 def test_a_rate_limit_pauses_other_callers_too(fake, make_tools):
     """While one request waits out a 429, no other request reaches the server."""
     waits: list[float] = []

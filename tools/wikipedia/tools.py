@@ -1,15 +1,17 @@
 """The agent-facing Wikipedia tools: search, and read a page's lead or one section.
 
-Both run the synchronous ``wikipedia-api`` client in a worker thread (``Tool.run``), which keeps
-one client usable from any event loop and lets a plain ``threading.Lock`` serialize live requests.
+Both run the synchronous ``wikipedia-api`` client in worker threads of their own, which keeps one
+client usable from any event loop and lets a plain ``threading.Lock`` serialize live requests.
 Every failure becomes a ``ToolResult(error=True)`` whose text tells the model what to do next.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import wikipediaapi
@@ -22,6 +24,7 @@ from tools.wikipedia.corpus import CorpusNotFoundError, article_url
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CHARS = 3000
+WORKERS = 4  # threads per set of tools; live requests are serial anyway
 SNIPPET_CHARS = 200
 DISAMBIGUATION_CATEGORY = "Category:All disambiguation pages"
 # Sections that hold lists of links rather than prose; readable on request, not advertised.
@@ -61,10 +64,23 @@ class PageArgs(BaseModel):
 
 
 class _WikipediaTool(Tool):
-    def __init__(self, client: wikipediaapi.Wikipedia, *, backend: str, max_chars: int) -> None:
+    def __init__(
+        self,
+        client: wikipediaapi.Wikipedia,
+        *,
+        backend: str,
+        max_chars: int,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.client = client
         self.backend = backend
         self.max_chars = max_chars
+        self.executor = executor or ThreadPoolExecutor(WORKERS, thread_name_prefix="wikipedia")
+
+    async def arun(self, args: BaseModel) -> ToolResult:
+        # Own threads: calls queued on the live request lock must not fill the event loop's
+        # default executor, which other tools (the Python sandbox) run in.
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, args)
 
     def run(self, args: BaseModel) -> ToolResult:
         try:
@@ -261,9 +277,10 @@ def wikipedia_tools(
         **client_options: passed to ``offline_client`` or ``live_client``.
     """
     client = client if client is not None else make_client(backend, **client_options)
+    executor = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"wikipedia-{backend}")
     return [
-        WikipediaSearchTool(client, backend=backend, max_chars=max_chars),
-        WikipediaPageTool(client, backend=backend, max_chars=max_chars),
+        WikipediaSearchTool(client, backend=backend, max_chars=max_chars, executor=executor),
+        WikipediaPageTool(client, backend=backend, max_chars=max_chars, executor=executor),
     ]
 
 
