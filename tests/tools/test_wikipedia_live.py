@@ -189,8 +189,9 @@ def test_page_reads_a_section_by_heading_case_insensitively_with_its_subsections
     result = call(page, title="Ada Lovelace", section="early LIFE")
     assert not result.error
     assert result.content.startswith("# Ada Lovelace › Early life")
-    assert "born in London" in result.content and "tutored in mathematics" in result.content
-    assert "Subsections: Education" in result.content
+    assert "born in London" in result.content
+    assert "### Education\nShe was tutored in mathematics." in result.content
+    assert "Subsections:" not in result.content  # shown in full, nothing to point at
 
 
 def test_a_title_with_a_section_anchor_reads_that_section(make_tools):
@@ -221,6 +222,16 @@ def test_long_text_is_cut_with_a_note_and_stays_under_the_result_cap(make_tools)
     assert len(result.content) < 4000
 
 
+def test_a_cut_section_points_at_its_subsections(fake, make_tools):
+    fake.pages["Long"] = "Intro.\n\n== Body ==\n" + "word " * 2000 + "\n\n=== Detail ===\nFine print.\n"
+    _, page = make_tools()
+    result = call(page, title="Long", section="Body")
+    assert "…[cut at" in result.content
+    assert (
+        'Subsections: Detail\nRead one with wikipedia_page(title="Long", section="Detail").' in result.content
+    )
+
+
 def test_disambiguation_page_is_an_error_listing_the_meanings(fake, make_tools):
     _, page = make_tools()
     result = call(page, title="Mercury")
@@ -228,6 +239,7 @@ def test_disambiguation_page_is_an_error_listing_the_meanings(fake, make_tools):
     assert "disambiguation page" in result.content
     assert "- Mercury (planet), the nearest planet to the Sun" in result.content
     assert "- Mercury Records, a record label" in result.content
+    assert "Other uses" not in result.content  # headings are not meanings
     assert "refers to:" not in result.content.split("\n", 1)[1]
     assert fake.requests[-1].url.params["prop"] == "categories"
 

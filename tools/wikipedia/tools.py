@@ -168,8 +168,9 @@ class WikipediaPageTool(_WikipediaTool):
                 error=True,
                 metadata=meta,
             )
-        body = match.full_text(level=2).split("\n", 1)[-1].strip() or "(This section is empty.)"
-        subsections = [s.title for s in match.sections]
+        body = _section_body(match) or "(This section is empty.)"
+        # Subsections are part of the body; point at them only when the body had to be cut.
+        subsections = [s.title for s in match.sections] if len(body) > self.max_chars else []
         return ToolResult(content=self._render(title, match.title, body, subsections), metadata=meta)
 
     def _render(self, title: str, section: str | None, body: str, more: list[str]) -> str:
@@ -210,6 +211,14 @@ class WikipediaPageTool(_WikipediaTool):
         return DISAMBIGUATION_CATEGORY in categories
 
 
+def _section_body(section: Any, depth: int = 3) -> str:
+    """A section's text with its subsections under Markdown headings."""
+    parts = [section.text.strip()]
+    for sub in section.sections:
+        parts.append(f"{'#' * depth} {sub.title}\n{_section_body(sub, depth + 1)}".strip())
+    return "\n\n".join(p for p in parts if p)
+
+
 def _walk(sections: list[Any]):
     for section in sections:
         yield section
@@ -217,15 +226,8 @@ def _walk(sections: list[Any]):
 
 
 def _describe_disambiguation(title: str, page: wikipediaapi.WikipediaPage, limit: int = 15) -> str:
-    text = page.summary + "\n" + "\n".join(s.full_text(level=2) for s in page.sections)
-    options = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip()
-        and not line.rstrip().endswith(":")
-        and not line.lstrip().startswith("=")
-        and line.strip().casefold() not in BACK_MATTER
-    ]
+    text = "\n".join([page.summary, *(s.text for s in _walk(page.sections))])
+    options = [line.strip() for line in text.splitlines() if line.strip() and not line.rstrip().endswith(":")]
     listed = "\n".join(f"- {option[:150]}" for option in options[:limit])
     more = f"\n(and {len(options) - limit} more)" if len(options) > limit else ""
     return (
