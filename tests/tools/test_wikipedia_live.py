@@ -399,6 +399,18 @@ def test_requests_are_sent_one_at_a_time(fake, make_tools):
     assert fake.max_in_flight == 1
 
 
+def test_separate_clients_still_take_turns(fake, make_tools):
+    fake.delay_s = 0.02
+    tool_sets = [make_tools(cache=False) for _ in range(3)]
+
+    async def many():
+        calls = [search.acall({"query": f"ada {i}"}) for i, (search, _) in enumerate(tool_sets * 2)]
+        return await asyncio.gather(*calls)
+
+    assert all(not r.error for r in asyncio.run(many()))
+    assert fake.max_in_flight == 1 and len(fake.requests) == 6
+
+
 def test_queued_wikipedia_calls_do_not_block_other_threaded_tools(fake, make_tools):
     fake.delay_s = 0.05
     search, _ = make_tools(cache=False)

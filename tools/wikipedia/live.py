@@ -1,11 +1,12 @@
 """Manners for talking to the real Wikipedia: who we are, one request at a time, and patience.
 
 ``PoliteTransport`` wraps the network transport of the ``wikipedia-api`` client. It answers
-repeated queries from an on-disk cache, sends at most one request at a time (per transport), and
-on HTTP 429 or 5xx or a timeout waits (``Retry-After`` when the server gives one, exponential
-backoff otherwise) and tries again, within a bounded total wait so an agent is never stalled for
-long. When it gives up it hands the last response (or the timeout) to the client, which turns
-it into a typed ``wikipediaapi`` exception that the tools report to the model.
+repeated queries from an on-disk cache, sends at most one request at a time to each host (across
+all clients in the process), and on HTTP 429 or 5xx or a timeout waits (``Retry-After`` when the
+server gives one, exponential backoff otherwise) and tries again, within a bounded total wait so
+an agent is never stalled for long. Connection errors are not retried: without a network the model
+hears so at once. When it gives up it hands the last response (or the error) to the client, which
+turns it into a typed ``wikipediaapi`` exception that the tools report to the model.
 """
 
 from __future__ import annotations
@@ -124,14 +125,13 @@ class PoliteTransport(httpx.BaseTransport):
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
         self.sleep = sleep
-        # Held across retries and their waits, so that a rate limit pauses every caller.
-        self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         key = ResponseCache.key(request) if self.cache and request.method == "GET" else None
         if key and (cached := self.cache.get(key)) is not None:
             return _json_response(200, cached, request, source="cache")
-        with self._lock:
+        # Held across retries and their waits, so that a rate limit pauses every caller.
+        with host_lock(request.url.host):
             if key and (cached := self.cache.get(key)) is not None:  # filled while we waited
                 return _json_response(200, cached, request, source="cache")
             response = self._send_with_retries(request)
@@ -171,6 +171,16 @@ class PoliteTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+_host_locks: dict[str, threading.Lock] = {}
+_host_locks_guard = threading.Lock()
+
+
+def host_lock(host: str) -> threading.Lock:
+    """The process-wide lock that serializes requests to ``host``."""
+    with _host_locks_guard:
+        return _host_locks.setdefault(host, threading.Lock())
 
 
 def parse_retry_after(value: str | None) -> float | None:
