@@ -84,6 +84,7 @@ class ResponseCache:
 
     def put(self, key: str, body: bytes) -> None:
         path = self._path(key)
+        tmp: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -92,12 +93,13 @@ class ResponseCache:
             os.replace(tmp, path)
         except OSError:  # a cache that cannot be written is only a slower cache
             log.warning("could not write the Wikipedia response cache at %s", path, exc_info=True)
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 class PoliteTransport(httpx.BaseTransport):
-    """Cache, serialize and retry the requests of one Wikipedia client.
+    """Cache, serialize (per host) and retry the requests of a Wikipedia client.
 
     Args:
         inner: the transport that really talks to the network.
