@@ -1,0 +1,229 @@
+"""Isolation layers: the plan a host allows, and how each process of a run applies it.
+
+A run is three processes: the *supervisor* (forked from the server), the *init* (its child, PID 1
+of the run's PID namespace when there is one) and the *program* (the user's code). The layers are
+applied in that order, each in the process where the kernel requires it:
+
+- supervisor: own session; a private mount namespace with a read-only root and a private tmpfs
+  as ``/tmp`` (set up as real root when the server is root, before privileges are dropped);
+  a per-run unprivileged uid; user + network + PID (+ mount) namespaces.
+- init: a fresh ``/proc`` for the new PID namespace; reaps orphans.
+- program: no capabilities, ``no_new_privs``, resource limits.
+
+Which combination works is decided once, by trial, in ``server.choose_plan``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import linux
+
+SANDBOX_UID = 1000  # the uid the program sees inside its user namespace
+FULL_NS = linux.CLONE_NEWUSER | linux.CLONE_NEWNET | linux.CLONE_NEWPID
+
+
+@dataclass
+class Plan:
+    """Which layers a run applies. ``mounts`` is "as_root", "in_userns" or "" (no mount namespace)."""
+
+    mounts: str = ""
+    uid: bool = False
+    ns_flags: int = 0
+    fresh_proc: bool = False
+    expose: list[str] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)
+    tmp_mb: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        active = [name for name, on in self.layers().items() if on]
+        return "+".join(active)
+
+    def layers(self) -> dict[str, bool]:
+        """Which protections a run under this plan has, by name (the contract of ``ExecResult.isolation``)."""
+        return {
+            "process_group_kill": True,
+            "rlimits": True,
+            "clean_env": True,
+            "closed_fds": True,
+            "no_new_privs": linux.AVAILABLE,
+            "unprivileged_uid": self.uid,
+            "user_ns": bool(self.ns_flags & linux.CLONE_NEWUSER),
+            "net_ns": bool(self.ns_flags & linux.CLONE_NEWNET),
+            "pid_ns": bool(self.ns_flags & linux.CLONE_NEWPID),
+            "mount_ns": bool(self.mounts),
+            "readonly_fs": bool(self.mounts),
+            "private_tmp": bool(self.mounts),
+            "fresh_proc": self.fresh_proc,
+        }
+
+
+def candidate_plans(is_root: bool, expose: list[str], hide: list[str], tmp_mb: int) -> list[Plan]:
+    """Plans from strongest to weakest; the server keeps the first one that passes a trial run."""
+    nested = FULL_NS | linux.CLONE_NEWNS
+
+    def plan(**kw: Any) -> Plan:
+        return Plan(expose=expose, hide=hide, tmp_mb=tmp_mb, **kw)
+
+    if not linux.AVAILABLE:
+        return [plan()]
+    if is_root:
+        return [
+            plan(mounts="as_root", uid=True, ns_flags=nested, fresh_proc=True),
+            plan(mounts="as_root", uid=True, ns_flags=FULL_NS),
+            plan(mounts="as_root", uid=True, ns_flags=linux.CLONE_NEWUSER | linux.CLONE_NEWNET),
+            plan(mounts="as_root", uid=True),
+            plan(uid=True, ns_flags=FULL_NS),
+            plan(uid=True),
+            plan(),
+        ]
+    return [
+        plan(mounts="in_userns", ns_flags=nested, fresh_proc=True),
+        plan(ns_flags=FULL_NS),
+        plan(ns_flags=linux.CLONE_NEWUSER | linux.CLONE_NEWNET),
+        plan(),
+    ]
+
+
+def interpreter_dirs() -> list[str]:
+    """The directories a program needs to read to run this interpreter and import its packages."""
+    found: set[str] = set()
+    for path in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path):
+        if path and os.path.exists(path):
+            found.add(os.path.realpath(path if os.path.isdir(path) else os.path.dirname(path)))
+    found.add(os.path.dirname(os.path.realpath(sys.executable)))
+    ordered = sorted(found)
+    return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+
+
+def hidden_dirs(needed: list[str], *, is_root: bool) -> list[str]:
+    """Directories to cover with an empty tmpfs: the host user's home, and (when a run drops to an
+    unprivileged uid) each ancestor of ``needed`` that other users may not enter, such as a
+    Python installed under ``/root``. What ``needed`` holds is bound back in at the same path."""
+    hide: set[str] = set()
+    home = os.path.realpath(os.path.expanduser("~"))
+    if home != "/" and os.path.isdir(home):
+        hide.add(home)
+    if is_root:
+        for path in needed:
+            current = "/"
+            for part in path.strip("/").split("/")[:-1]:
+                current = os.path.join(current, part)
+                if not os.stat(current).st_mode & 0o001:
+                    hide.add(current)
+                    break
+    ordered = sorted(hide)
+    return [p for p in ordered if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in ordered)]
+
+
+# --- applied in the supervisor --------------------------------------------------------------
+
+
+def enter_supervisor(plan: Plan, uid: int | None, server_pid: int) -> None:
+    os.setsid()
+    if plan.mounts == "as_root":
+        linux.unshare(linux.CLONE_NEWNS)
+        _setup_mounts(plan)
+    if plan.uid and uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if linux.AVAILABLE:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != server_pid:
+            os._exit(1)
+    if plan.ns_flags:
+        # Changing uid marks the process undumpable, which makes /proc/self/uid_map root-owned.
+        linux.prctl(linux.PR_SET_DUMPABLE, 1)
+        outer_uid, outer_gid = os.getuid(), os.getgid()
+        linux.unshare(plan.ns_flags)
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1\n")
+        _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1\n")
+    if plan.mounts == "in_userns":
+        _setup_mounts(plan)
+
+
+def _setup_mounts(plan: Plan) -> None:
+    # First make every mount private, so nothing below can propagate back to the host.
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    exposed = [path for path in plan.expose if _under(path, plan.hide)]
+    bind_from = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in exposed}
+    for path in plan.hide:
+        linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=1m,mode=755")
+    for path, fd in bind_from.items():
+        os.makedirs(path, exist_ok=True)
+        linux.mount(f"/proc/self/fd/{fd}", path, None, linux.MS_BIND | linux.MS_REC)
+        os.close(fd)
+    linux.set_readonly("/", True)
+    for path in ("/proc", "/dev"):
+        if os.path.ismount(path):
+            linux.set_readonly(path, False)
+    for path in ("/tmp", "/dev/shm"):
+        if os.path.isdir(path):
+            flags = linux.MS_NOSUID | linux.MS_NODEV
+            linux.mount("tmpfs", path, "tmpfs", flags, f"size={plan.tmp_mb}m,mode=1777")
+
+
+def _under(path: str, parents: list[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# --- applied in the init process and the program ---------------------------------------------
+
+
+def enter_init(plan: Plan) -> None:
+    if linux.AVAILABLE:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    if plan.fresh_proc:
+        linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+
+
+@dataclass
+class Limits:
+    timeout_s: float
+    memory_mb: int | None
+    max_processes: int
+    max_open_files: int
+    max_file_mb: int
+
+
+def enter_program(plan: Plan) -> None:
+    if linux.AVAILABLE:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if plan.ns_flags & linux.CLONE_NEWUSER:
+            linux.drop_capabilities()
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def apply_limits(limits: Limits) -> None:
+    cpu_s = int(limits.timeout_s) + 2  # a backstop: the server's wall-clock timeout fires first
+    _limit(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
+    if limits.memory_mb:
+        _limit(resource.RLIMIT_AS, limits.memory_mb * 2**20)
+    _limit(resource.RLIMIT_FSIZE, limits.max_file_mb * 2**20)
+    _limit(resource.RLIMIT_NOFILE, limits.max_open_files)
+    _limit(resource.RLIMIT_NPROC, limits.max_processes)
+    _limit(resource.RLIMIT_CORE, 0)
+
+
+def _limit(which: int, soft: int, hard: int | None = None) -> None:
+    _, current_hard = resource.getrlimit(which)
+    hard = soft if hard is None else hard
+    if current_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current_hard), min(hard, current_hard)
+    resource.setrlimit(which, (soft, hard))

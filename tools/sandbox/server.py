@@ -1,0 +1,513 @@
+"""The fork server: a warm interpreter that forks one isolated process tree per run.
+
+Started by ``client.ForkServer`` as ``python -I -c BOOT <package dir> <control fd> <config json>``
+with a clean environment. It imports common modules once, picks by trial the strongest isolation
+plan the host allows, says hello on the control socket, then serves runs from a single-threaded
+selector loop. While idle it keeps a few process trees forked and fully isolated, each waiting
+for its job on stdin, so that a run starts with one pipe write. When the control socket closes
+(the host exited or shut it down) it kills everything and exits.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import gc
+import importlib
+import json
+import os
+import select
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+from . import child, isolation, protocol
+from .runs import Chain, Run, program_env
+
+UID_BASE = 1_000_000_000
+SLOTS = 256  # per server; uid = UID_BASE + (server pid % 2**22) * SLOTS + slot stays below 2**31
+DRAIN_GRACE_S = 1.0
+MAX_WARM_FAILURES = 3
+TRIAL_CODE = (
+    "import os, sys, wave\n"
+    "for p in sys.path:\n"
+    "    if os.path.isdir(p):\n"
+    "        os.listdir(p)\n"
+    "open(sys.executable, 'rb').close()\n"
+    "print('ok')\n"
+)
+
+
+def main(control_fd: int, config_json: str) -> None:
+    config = json.loads(config_json)
+    notes = _preload(config.get("preload", []))
+    control = socket.socket(fileno=control_fd)
+    server = Server(control, config)
+    try:
+        plan, trial_notes = server.choose_plan()
+    except Exception as exc:
+        control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+        raise
+    server.use_plan(plan)
+    gc.collect()
+    gc.freeze()  # forked children then leave the server's objects alone: fewer pages get copied
+    hello = {
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "layers": plan.layers(),
+        "plan": plan.describe(),
+        "notes": notes + trial_notes,
+        "uid_range": [server.uid_base, server.uid_base + SLOTS - 1] if plan.uid else None,
+        "max_concurrency": server.max_concurrency,
+    }
+    control.sendall(json.dumps(hello).encode())
+    server.serve()
+
+
+def _preload(modules: list[str]) -> list[str]:
+    notes = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            notes.append(f"preload of {name!r} failed: {type(exc).__name__}: {exc}")
+    return notes
+
+
+class Server:
+    def __init__(self, control: socket.socket, config: dict[str, Any]) -> None:
+        self.control = control
+        self.config = config
+        self.pid = os.getpid()
+        self.uid_base = UID_BASE + (self.pid % 2**22) * SLOTS
+        self.warm_target = max(0, int(config.get("warm", 2)))
+        self.max_concurrency = max(
+            1, min(int(config.get("max_concurrency", 8)), SLOTS - self.warm_target - 1)
+        )
+        self.free_slots = list(range(self.max_concurrency + self.warm_target))[::-1]
+        self.plan = isolation.Plan()
+        self.pid_ns = False
+        self.selector = selectors.DefaultSelector()
+        self.runs: set[Run] = set()
+        self.waiting: deque[Run] = deque()
+        self.warm: deque[Chain] = deque()
+        self.active = 0
+        self.warm_failures = 0
+        self.closing = False
+        self._work_root: str | None = None
+        self._counter = 0
+
+    def use_plan(self, plan: isolation.Plan) -> None:
+        self.plan = plan
+        self.pid_ns = plan.layers()["pid_ns"]
+
+    # --- choosing the plan by trial -----------------------------------------------------------
+
+    def choose_plan(self) -> tuple[isolation.Plan, list[str]]:
+        is_root = os.geteuid() == 0
+        expose = isolation.interpreter_dirs()
+        hide = isolation.hidden_dirs(expose, is_root=is_root)
+        tmp_mb = int(self.config.get("tmp_mb", 64))
+        notes = []
+        for plan in isolation.candidate_plans(is_root, expose, hide, tmp_mb):
+            self.use_plan(plan)
+            error = self._trial()
+            if error is None:
+                return plan, notes
+            notes.append(f"{plan.describe()}: {error}")
+        raise RuntimeError("no isolation plan works on this host, not even the bare one: " + "; ".join(notes))
+
+    def _trial(self) -> str | None:
+        """Run a tiny program under the current plan with blocking waits; None when it worked."""
+        run = Run()
+        run.accept_request({"code": TRIAL_CODE, "timeout_s": 10, "memory_mb": None})
+        chain = self._spawn_chain(slot=SLOTS - 1)
+        run.start(chain)
+        os.set_blocking(chain.stdin_fd, True)
+        with contextlib.suppress(OSError):
+            os.write(chain.stdin_fd, chain.pending_stdin)
+        chain.close_fd(chain.stdin_fd)
+        deadline = time.monotonic() + 10
+        while chain.read_fds() and time.monotonic() < deadline:
+            for fd in select.select(chain.read_fds(), [], [], 0.1)[0]:
+                if not chain.read(fd):
+                    chain.close_fd(fd)
+        if chain.read_fds():
+            self._kill(chain)
+        _, status = os.waitpid(chain.pid, 0)
+        chain.on_exit(status)
+        self._sweep(chain)
+        result = run.result()
+        chain.close_all()
+        self._remove_workdir(chain)
+        if result["stdout"].strip() == "ok" and result["exit_code"] == 0:
+            return None
+        return (chain.setup_error() or result["stderr"] or f"exit status {status}").strip()[-500:]
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.control.setblocking(False)
+        self.selector.register(self.control, selectors.EVENT_READ, (None, self._on_control))
+        while self.runs or not self.closing:
+            refill = self._wants_warm_chain()
+            events = self.selector.select(0 if refill else self._next_timeout())
+            for key, mask in events:
+                owner, handler = key.data
+                try:
+                    handler(key.fileobj, mask) if owner is None else handler(owner, key.fileobj, mask)
+                except Exception as exc:
+                    traceback.print_exc()
+                    if isinstance(owner, Run):
+                        self._fail(owner, exc)
+            self._check_clocks()
+            if refill and not events:  # only when nothing else is waiting to be handled
+                self._add_warm_chain()
+        self._drop_warm_chains()
+        if self._work_root:
+            shutil.rmtree(self._work_root, ignore_errors=True)
+
+    def _next_timeout(self) -> float | None:
+        clocks = [c for run in self.runs for c in run.clocks()]
+        if any(run.chain and run.chain.pidfd is None and not run.exited for run in self.runs):
+            clocks.append(time.monotonic() + 0.01)  # no pidfd on this kernel: poll for exits
+        return max(0.0, min(clocks) - time.monotonic()) if clocks else None
+
+    def _check_clocks(self) -> None:
+        now = time.monotonic()
+        for run in list(self.runs):
+            if run.chain is None or run.released:
+                continue
+            if not run.exited and run.chain.pidfd is None:
+                self._poll_exit(run)
+            if not run.exited and not run.timed_out and now >= run.deadline:
+                run.timed_out = True
+                run.ended_at = now
+                self._kill(run.chain)
+            if run.exited and not run.replied and now >= run.drain_deadline:
+                self._progress(run)
+
+    # --- control socket: each run's socket arrives as a file descriptor ---------------------------
+
+    def _on_control(self, control: socket.socket, mask: int) -> None:
+        try:
+            data, ancillary, _, _ = control.recvmsg(64, socket.CMSG_SPACE(16 * 4))
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancillary = b"", []
+        if not data:
+            self._shut_down()
+            return
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                for fd in fds:
+                    conn = socket.socket(fileno=fd)
+                    conn.setblocking(False)
+                    run = Run(conn)
+                    self.runs.add(run)
+                    self.selector.register(conn, selectors.EVENT_READ, (run, self._on_conn))
+
+    def _shut_down(self) -> None:
+        self.closing = True
+        self.selector.unregister(self.control)
+        self.control.close()
+        for run in list(self.runs):
+            run.cancelled = True
+            self._close_conn(run)
+            if run.chain is not None and not run.exited:
+                self._kill(run.chain)
+            self._forget_if_done(run)
+
+    # --- a run's socket -----------------------------------------------------------------------------
+
+    def _on_conn(self, run: Run, conn: socket.socket, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(run)
+        if not mask & selectors.EVENT_READ or run.conn is None:
+            return
+        try:
+            data = conn.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the host gave up on this run (cancelled, timed out on its side, or exited)
+            run.cancelled = True
+            self._close_conn(run)
+            if run.chain is not None and not run.exited:
+                self._kill(run.chain)
+            self._forget_if_done(run)
+            return
+        if run.request:
+            return
+        try:
+            messages = run.frames.feed(data)
+        except protocol.ProtocolError as exc:
+            self._reply_error(run, f"bad request: {exc}")
+            return
+        if messages:
+            error = run.accept_request(messages[0])
+            if error:
+                self._reply_error(run, error)
+            else:
+                self.waiting.append(run)
+                self._schedule()
+
+    def _send(self, run: Run, message: dict[str, Any]) -> None:
+        if run.conn is not None:
+            run.outbox += protocol.encode(message)
+            self._flush(run)
+
+    def _flush(self, run: Run) -> None:
+        if run.conn is None:
+            return
+        try:
+            while run.outbox:
+                del run.outbox[: run.conn.send(run.outbox)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            run.outbox.clear()
+            run.cancelled = True
+        if run.replied and not run.outbox:
+            self._close_conn(run)
+            self._forget_if_done(run)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if run.outbox else 0)
+        self.selector.modify(run.conn, events, (run, self._on_conn))
+
+    def _close_conn(self, run: Run) -> None:
+        if run.conn is not None:
+            self.selector.unregister(run.conn)
+            run.conn.close()
+            run.conn = None
+
+    def _reply_error(self, run: Run, message: str) -> None:
+        run.replied = True
+        self._send(run, {"event": "error", "message": message})
+
+    def _forget_if_done(self, run: Run) -> None:
+        if run.conn is None and (run.chain is None or run.released):
+            self.runs.discard(run)
+            if run in self.waiting:
+                self.waiting.remove(run)
+
+    # --- process trees --------------------------------------------------------------------------
+
+    def _spawn_chain(self, slot: int | None = None) -> Chain:
+        slot = self.free_slots.pop() if slot is None else slot
+        uid = self.uid_base + slot if self.plan.uid else None
+        host_workdir = None
+        if self.plan.mounts:
+            workdir = "/tmp"  # the private tmpfs of the run's mount namespace
+        else:
+            self._counter += 1
+            workdir = host_workdir = os.path.join(self._work_root_dir(), f"run-{self._counter}")
+            os.mkdir(workdir, 0o700)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+        chain = Chain(slot, uid, workdir, host_workdir)
+        setup = child.Setup(workdir=workdir, uid=uid, env=program_env(workdir))
+        fds = chain.open_pipes()
+        try:
+            pid = os.fork()
+        except OSError:
+            chain.close_all()
+            self._remove_workdir(chain)
+            self.free_slots.append(slot)
+            raise
+        if pid == 0:
+            try:
+                child.supervise(self.plan, setup, fds, self.pid)
+            finally:
+                os._exit(child.SETUP_FAILED)
+        chain.forked(pid)
+        return chain
+
+    def _work_root_dir(self) -> str:
+        if self._work_root is None:
+            self._work_root = tempfile.mkdtemp(prefix="anchorloop-sandbox-")
+            os.chmod(self._work_root, 0o711)
+        return self._work_root
+
+    def _wants_warm_chain(self) -> bool:
+        # Slots number max_concurrency + warm_target, so a warm tree never takes a run's slot.
+        return (
+            not self.closing
+            and len(self.warm) < self.warm_target
+            and self.warm_failures < MAX_WARM_FAILURES
+            and bool(self.free_slots)
+        )
+
+    def _add_warm_chain(self) -> None:
+        try:
+            chain = self._spawn_chain()
+        except OSError:
+            self.warm_failures += 1
+            return
+        self.warm.append(chain)
+        if chain.pidfd is not None:
+            self.selector.register(chain.pidfd, selectors.EVENT_READ, (chain, self._on_warm_exit))
+
+    def _on_warm_exit(self, chain: Chain, pidfd: int, mask: int) -> None:
+        """A waiting tree died before it got a job: its setup failed, or something killed it."""
+        pid, status = os.waitpid(chain.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        self.selector.unregister(pidfd)
+        chain.on_exit(status)
+        for fd in chain.read_fds():
+            chain.read(fd)
+        print(f"sandbox: a waiting process tree exited: {chain.setup_error() or status}", file=sys.stderr)
+        self.warm_failures += 1
+        self.warm.remove(chain)
+        self._free_chain(chain)
+
+    def _drop_warm_chains(self) -> None:
+        while self.warm:
+            chain = self.warm.popleft()
+            self._kill(chain)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(chain.pid, 0)
+            chain.close_all()
+            self._remove_workdir(chain)
+
+    # --- starting, watching and ending runs -----------------------------------------------------
+
+    def _schedule(self) -> None:
+        while self.waiting and self.active < self.max_concurrency and not self.closing:
+            run = self.waiting.popleft()
+            if run.cancelled:
+                continue
+            try:
+                chain = self._take_warm_chain() or self._spawn_chain()
+            except OSError as exc:  # e.g. fork failed: the host is out of processes or memory
+                self._reply_error(run, f"could not start the program: {type(exc).__name__}: {exc}")
+                continue
+            self._start(run, chain)
+
+    def _take_warm_chain(self) -> Chain | None:
+        while self.warm:
+            chain = self.warm.popleft()
+            if chain.pidfd is not None:
+                self.selector.unregister(chain.pidfd)
+            return chain
+        return None
+
+    def _start(self, run: Run, chain: Chain) -> None:
+        self.active += 1
+        run.start(chain)
+        for fd in chain.read_fds():
+            self.selector.register(fd, selectors.EVENT_READ, (run, self._on_pipe))
+        if chain.pidfd is not None:
+            self.selector.register(chain.pidfd, selectors.EVENT_READ, (run, self._on_pidfd))
+        if chain.write_stdin():
+            self.selector.register(chain.stdin_fd, selectors.EVENT_WRITE, (run, self._on_stdin))
+        else:
+            chain.close_fd(chain.stdin_fd)
+        self._send(run, {"event": "started"})
+
+    def _on_pipe(self, run: Run, fd: int, mask: int) -> None:
+        if not run.chain.read(fd):
+            self.selector.unregister(fd)
+            run.chain.close_fd(fd)
+        self._progress(run)
+
+    def _on_stdin(self, run: Run, fd: int, mask: int) -> None:
+        if not run.chain.write_stdin():
+            self.selector.unregister(fd)
+            run.chain.close_fd(fd)
+
+    def _on_pidfd(self, run: Run, pidfd: int, mask: int) -> None:
+        self._poll_exit(run)
+
+    def _poll_exit(self, run: Run) -> None:
+        chain = run.chain
+        pid, status = os.waitpid(chain.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        if chain.pidfd is not None:
+            self.selector.unregister(chain.pidfd)
+            chain.close_fd(chain.pidfd)
+        chain.on_exit(status)
+        run.drain_deadline = time.monotonic() + DRAIN_GRACE_S
+        if run.timed_out or not self.pid_ns:
+            self._sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
+        self._progress(run)
+
+    def _progress(self, run: Run) -> None:
+        """Answer the host as soon as the outcome is final; free the slot once the supervisor is gone."""
+        if run.chain is None:
+            return
+        if not run.replied and run.ready_to_reply(self.pid_ns, time.monotonic()):
+            run.replied = True
+            if not run.cancelled:
+                error = run.chain.setup_error()
+                if error and not run.timed_out:
+                    self._send(run, {"event": "error", "message": f"sandbox setup failed: {error}"})
+                else:
+                    self._send(run, {"event": "done", "result": run.result()})
+        if run.replied and run.exited and not run.released:
+            run.released = True
+            self.active -= 1
+            self._free_chain(run.chain)
+            self._schedule()
+        self._forget_if_done(run)
+
+    def _free_chain(self, chain: Chain) -> None:
+        for fd in chain.all_fds():
+            with contextlib.suppress(KeyError):
+                self.selector.unregister(fd)
+        chain.close_all()
+        self._remove_workdir(chain)
+        self.free_slots.append(chain.slot)
+
+    def _fail(self, run: Run, exc: Exception) -> None:
+        if run.chain is not None and not run.exited:
+            self._kill(run.chain)  # its exit still arrives through the loop and ends the run
+            return
+        if not run.replied:
+            self._reply_error(run, f"sandbox server error: {type(exc).__name__}: {exc}")
+        if run.chain is not None and not run.released:
+            run.released = True
+            self.active -= 1
+            self._free_chain(run.chain)
+        self._forget_if_done(run)
+
+    def _remove_workdir(self, chain: Chain) -> None:
+        if chain.host_workdir:
+            shutil.rmtree(chain.host_workdir, ignore_errors=True)
+            chain.host_workdir = None
+
+    def _kill(self, chain: Chain) -> None:
+        """Kill a whole tree: the supervisor, its process group, and everything its uid owns."""
+        with contextlib.suppress(OSError):
+            os.kill(chain.pid, signal.SIGKILL)
+        self._sweep(chain)
+
+    def _sweep(self, chain: Chain) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(chain.pid, signal.SIGKILL)
+        if chain.uid is None:
+            return
+        helper = os.fork()
+        if helper == 0:  # kill(-1) as the run's uid reaches every process it owns, wherever it went
+            try:
+                os.setresuid(chain.uid, chain.uid, chain.uid)
+                for _ in range(100):
+                    os.kill(-1, signal.SIGKILL)
+            except BaseException:
+                pass
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
