@@ -47,6 +47,8 @@ def supervise(
 ) -> NoReturn:
     """Supervisor: apply the outer layers, start the init process, wait for it."""
     try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _take_fds(fds)
         isolation.enter_supervisor(plan, setup.uid, server_pid)
         pid = os.fork()

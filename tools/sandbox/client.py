@@ -58,10 +58,18 @@ class ForkServer:
         *,
         preload: tuple[str, ...] = (),
         max_concurrency: int = 8,
+        warm: int = 2,
         tmp_mb: int = 64,
         python: str | None = None,
     ) -> None:
-        self.config = {"preload": list(preload), "max_concurrency": max_concurrency, "tmp_mb": tmp_mb}
+        """``warm`` process trees are kept forked and isolated, waiting for a job; ``tmp_mb`` is the
+        size of each run's private /tmp."""
+        self.config = {
+            "preload": list(preload),
+            "max_concurrency": max_concurrency,
+            "warm": warm,
+            "tmp_mb": tmp_mb,
+        }
         self.python = python or sys.executable
         self.hello: dict[str, Any] = {}
         self._lock = threading.Lock()

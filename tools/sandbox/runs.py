@@ -57,7 +57,7 @@ class Chain:
     def __init__(self, slot: int, uid: int | None, workdir: str, host_workdir: str | None) -> None:
         self.slot, self.uid, self.workdir, self.host_workdir = slot, uid, workdir, host_workdir
         self.pid: int | None = None
-        self.pidfd: int | None = None
+        self.run: Run | None = None
         self.stdout, self.stderr = Stream(), Stream()
         self.outputs: dict[int, Stream] = {}
         self.status_fd: int | None = None
@@ -85,10 +85,6 @@ class Chain:
         for fd in self._child_ends:
             os.close(fd)
         self._child_ends = []
-        try:
-            self.pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            self.pidfd = None  # the server then polls for its exit
 
     def read_fds(self) -> list[int]:
         return list(self.outputs) + ([self.status_fd] if self.status_fd is not None else [])
@@ -129,11 +125,9 @@ class Chain:
             self.status_fd = None
         if fd == self.stdin_fd:
             self.stdin_fd = None
-        if fd == self.pidfd:
-            self.pidfd = None
 
     def all_fds(self) -> list[int]:
-        return [fd for fd in (*self.read_fds(), self.stdin_fd, self.pidfd) if fd is not None]
+        return [fd for fd in (*self.read_fds(), self.stdin_fd) if fd is not None]
 
     def close_all(self) -> None:
         for fd in [*self.all_fds(), *self._child_ends]:
@@ -197,6 +191,7 @@ class Run:
 
     def start(self, chain: Chain) -> None:
         self.chain = chain
+        chain.run = self
         cap = int(self.request.get("max_output_bytes") or DEFAULT_OUTPUT_CAP)
         chain.stdout.cap = chain.stderr.cap = cap
         chain.pending_stdin = self.job_bytes()
@@ -219,8 +214,8 @@ class Run:
         status only after killing everything else in it, so the supervisor's exit need not be awaited."""
         chain = self.chain
         output_done = not chain.outputs
-        if chain.exit_status is not None:
-            return output_done or now >= self.drain_deadline
+        if chain.exit_status is not None:  # wait for the status pipe too: it may hold the last report
+            return not chain.read_fds() or now >= self.drain_deadline
         if self.timed_out:
             return False
         reported = chain.program_report() is not None or chain.setup_error() is not None

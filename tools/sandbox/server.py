@@ -28,7 +28,7 @@ import traceback
 from collections import deque
 from typing import Any
 
-from . import child, isolation, protocol
+from . import child, isolation, linux, protocol
 from .runs import Chain, Run, program_env
 
 UID_BASE = 1_000_000_000
@@ -47,6 +47,8 @@ TRIAL_CODE = (
 
 def main(control_fd: int, config_json: str) -> None:
     config = json.loads(config_json)
+    if linux.AVAILABLE:
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     notes = _preload(config.get("preload", []))
     control = socket.socket(fileno=control_fd)
     server = Server(control, config)
@@ -91,13 +93,15 @@ class Server:
         self.max_concurrency = max(
             1, min(int(config.get("max_concurrency", 8)), SLOTS - self.warm_target - 1)
         )
-        self.free_slots = list(range(self.max_concurrency + self.warm_target))[::-1]
+        # Least recently used first, so a uid is reused as late as possible.
+        self.free_slots = deque(range(self.max_concurrency + self.warm_target))
         self.plan = isolation.Plan()
         self.pid_ns = False
         self.selector = selectors.DefaultSelector()
         self.runs: set[Run] = set()
         self.waiting: deque[Run] = deque()
         self.warm: deque[Chain] = deque()
+        self.by_pid: dict[int, Chain] = {}
         self.active = 0
         self.warm_failures = 0
         self.closing = False
@@ -141,6 +145,7 @@ class Server:
                     chain.close_fd(fd)
         if chain.read_fds():
             self._kill(chain)
+        del self.by_pid[chain.pid]
         _, status = os.waitpid(chain.pid, 0)
         chain.on_exit(status)
         self._sweep(chain)
@@ -156,10 +161,22 @@ class Server:
     def serve(self) -> None:
         self.control.setblocking(False)
         self.selector.register(self.control, selectors.EVENT_READ, (None, self._on_control))
+        # Orphans of a run (its init, when the supervisor was killed) come to this process, and
+        # SIGCHLD wakes the loop to reap them and the supervisors.
+        wakeup_r, wakeup_w = os.pipe()
+        os.set_blocking(wakeup_r, False)
+        os.set_blocking(wakeup_w, False)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self.selector.register(wakeup_r, selectors.EVENT_READ, (None, self._on_sigchld))
+        self._reap()
         while self.runs or not self.closing:
             refill = self._wants_warm_chain()
             events = self.selector.select(0 if refill else self._next_timeout())
+            registered = self.selector.get_map()
             for key, mask in events:
+                if registered.get(key.fileobj) is not key:
+                    continue  # closed (and maybe reused) by an earlier handler in this batch
                 owner, handler = key.data
                 try:
                     handler(key.fileobj, mask) if owner is None else handler(owner, key.fileobj, mask)
@@ -176,8 +193,6 @@ class Server:
 
     def _next_timeout(self) -> float | None:
         clocks = [c for run in self.runs for c in run.clocks()]
-        if any(run.chain and run.chain.pidfd is None and not run.exited for run in self.runs):
-            clocks.append(time.monotonic() + 0.01)  # no pidfd on this kernel: poll for exits
         return max(0.0, min(clocks) - time.monotonic()) if clocks else None
 
     def _check_clocks(self) -> None:
@@ -185,8 +200,6 @@ class Server:
         for run in list(self.runs):
             if run.chain is None or run.released:
                 continue
-            if not run.exited and run.chain.pidfd is None:
-                self._poll_exit(run)
             if not run.exited and not run.timed_out and now >= run.deadline:
                 run.timed_out = True
                 run.ended_at = now
@@ -305,7 +318,7 @@ class Server:
     # --- process trees --------------------------------------------------------------------------
 
     def _spawn_chain(self, slot: int | None = None) -> Chain:
-        slot = self.free_slots.pop() if slot is None else slot
+        slot = self.free_slots.popleft() if slot is None else slot
         uid = self.uid_base + slot if self.plan.uid else None
         host_workdir = None
         if self.plan.mounts:
@@ -324,7 +337,7 @@ class Server:
         except OSError:
             chain.close_all()
             self._remove_workdir(chain)
-            self.free_slots.append(slot)
+            self.free_slots.appendleft(slot)
             raise
         if pid == 0:
             try:
@@ -332,6 +345,7 @@ class Server:
             finally:
                 os._exit(child.SETUP_FAILED)
         chain.forked(pid)
+        self.by_pid[pid] = chain
         return chain
 
     def _work_root_dir(self) -> str:
@@ -356,19 +370,13 @@ class Server:
             self.warm_failures += 1
             return
         self.warm.append(chain)
-        if chain.pidfd is not None:
-            self.selector.register(chain.pidfd, selectors.EVENT_READ, (chain, self._on_warm_exit))
 
-    def _on_warm_exit(self, chain: Chain, pidfd: int, mask: int) -> None:
+    def _warm_chain_died(self, chain: Chain) -> None:
         """A waiting tree died before it got a job: its setup failed, or something killed it."""
-        pid, status = os.waitpid(chain.pid, os.WNOHANG)
-        if pid == 0:
-            return
-        self.selector.unregister(pidfd)
-        chain.on_exit(status)
         for fd in chain.read_fds():
             chain.read(fd)
-        print(f"sandbox: a waiting process tree exited: {chain.setup_error() or status}", file=sys.stderr)
+        reason = chain.setup_error() or f"status {chain.exit_status}"
+        print(f"sandbox: a waiting process tree exited: {reason}", file=sys.stderr)
         self.warm_failures += 1
         self.warm.remove(chain)
         self._free_chain(chain)
@@ -377,8 +385,9 @@ class Server:
         while self.warm:
             chain = self.warm.popleft()
             self._kill(chain)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(chain.pid, 0)
+            if self.by_pid.pop(chain.pid, None) is not None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(chain.pid, 0)
             chain.close_all()
             self._remove_workdir(chain)
 
@@ -397,20 +406,13 @@ class Server:
             self._start(run, chain)
 
     def _take_warm_chain(self) -> Chain | None:
-        while self.warm:
-            chain = self.warm.popleft()
-            if chain.pidfd is not None:
-                self.selector.unregister(chain.pidfd)
-            return chain
-        return None
+        return self.warm.popleft() if self.warm else None
 
     def _start(self, run: Run, chain: Chain) -> None:
         self.active += 1
         run.start(chain)
         for fd in chain.read_fds():
             self.selector.register(fd, selectors.EVENT_READ, (run, self._on_pipe))
-        if chain.pidfd is not None:
-            self.selector.register(chain.pidfd, selectors.EVENT_READ, (run, self._on_pidfd))
         if chain.write_stdin():
             self.selector.register(chain.stdin_fd, selectors.EVENT_WRITE, (run, self._on_stdin))
         else:
@@ -428,18 +430,31 @@ class Server:
             self.selector.unregister(fd)
             run.chain.close_fd(fd)
 
-    def _on_pidfd(self, run: Run, pidfd: int, mask: int) -> None:
-        self._poll_exit(run)
+    def _on_sigchld(self, wakeup: int, mask: int) -> None:
+        with contextlib.suppress(OSError):
+            os.read(wakeup, 4096)
+        self._reap()
 
-    def _poll_exit(self, run: Run) -> None:
+    def _reap(self) -> None:
+        """Collect every exited child: supervisors, and orphans handed to this subreaper."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            chain = self.by_pid.pop(pid, None)
+            if chain is None:
+                continue  # an orphaned process of some run, now reaped
+            chain.on_exit(status)
+            if chain.run is not None:
+                self._supervisor_exited(chain.run)
+            elif chain in self.warm:
+                self._warm_chain_died(chain)
+
+    def _supervisor_exited(self, run: Run) -> None:
         chain = run.chain
-        pid, status = os.waitpid(chain.pid, os.WNOHANG)
-        if pid == 0:
-            return
-        if chain.pidfd is not None:
-            self.selector.unregister(chain.pidfd)
-            chain.close_fd(chain.pidfd)
-        chain.on_exit(status)
         run.drain_deadline = time.monotonic() + DRAIN_GRACE_S
         if run.timed_out or not self.pid_ns:
             self._sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
