@@ -549,6 +549,74 @@ async def test_hostile_programs_concurrently(sandbox):
         assert expected, (name, result)
 
 
+# --- weaker plans, as on hosts that allow fewer layers ---------------------------------------------
+
+DEGRADED = {
+    "no namespaces": ("user_ns",),  # unprivileged uid and read-only mounts, but no user/net/pid namespace
+    "rlimits only": ("unprivileged_uid", "mount_ns", "user_ns"),
+}
+
+
+@pytest.fixture(scope="module", params=list(DEGRADED))
+def degraded(request) -> PythonSandbox:
+    server = ForkServer(max_concurrency=4, disabled_layers=DEGRADED[request.param])
+    yield PythonSandbox(timeout_s=TIMEOUT_S, memory_mb=256, server=server)
+    server.close()
+
+
+def test_degraded_plan_says_what_is_missing(degraded):
+    layers = degraded.isolation
+    assert not layers["pid_ns"] and not layers["net_ns"] and not layers["user_ns"]
+    assert layers["rlimits"] and layers["process_group_kill"]
+    assert degraded.run("pass").isolation == layers
+    assert any("disabled on request" in note for note in degraded.isolation_notes)
+
+
+def test_degraded_plan_still_kills_daemons(degraded):
+    token = f"{os.getpid() % 1000}.{time.time_ns() % 10**6}"
+    result = run(
+        degraded,
+        f"""
+        import os
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                for fd in (0, 1, 2):
+                    os.close(fd)
+                os.execv("/bin/sleep", ["sleep", "{token}"])
+            os._exit(0)
+        os.wait()
+        print("daemonized")
+        """,
+    )
+    assert result.stdout == "daemonized\n"
+    assert _wait_until(lambda: not _processes_with_arg(token)), "the daemon survived its run"
+
+
+def test_degraded_plan_still_times_out_and_kills_children(degraded):
+    token = f"{os.getpid() % 1000}.{time.time_ns() % 10**6 + 1}"
+    fork_sleeper = f"import os\nif os.fork() == 0:\n    os.execv('/bin/sleep', ['sleep', '{token}'])\n"
+    result = degraded.run(fork_sleeper + "while True: pass")
+    assert result.timed_out
+    assert _wait_until(lambda: not _processes_with_arg(token))
+
+
+def test_degraded_plan_survives_killing_the_parent(degraded):
+    pid = degraded.server.pid
+    result = degraded.run(
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(0, signal.SIGKILL)"
+    )
+    assert not result.timed_out and result.exit_code != 0
+    assert degraded.server.pid == pid and degraded.run("print('ok')").stdout == "ok\n"
+
+
+def test_degraded_plan_removes_the_work_dir(degraded):
+    result = degraded.run("import os\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())")
+    workdir = result.stdout.strip()
+    if workdir != "/tmp":  # a host directory, not a private tmpfs
+        assert _wait_until(lambda: not os.path.exists(workdir)), "the work dir must be removed after the run"
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 

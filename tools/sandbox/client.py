@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from . import protocol
+from .isolation import OPTIONAL_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,18 @@ class ForkServer:
         max_concurrency: int = 8,
         warm: int = 2,
         tmp_mb: int = 64,
+        disabled_layers: tuple[str, ...] = (),
         python: str | None = None,
     ) -> None:
         """``warm`` process trees are kept forked and isolated, waiting for a job; ``tmp_mb`` is the
-        size of each run's private /tmp."""
+        size of each run's private /tmp. ``disabled_layers`` turns optional isolation layers off
+        (names from ``OPTIONAL_LAYERS``), e.g. ``("net_ns",)`` to give programs the network."""
+        unknown = set(disabled_layers) - set(OPTIONAL_LAYERS)
+        if unknown:
+            known = ", ".join(OPTIONAL_LAYERS)
+            raise ValueError(f"disabled_layers: unknown {sorted(unknown)}; the optional layers are {known}")
         self.config = {
+            "disabled_layers": sorted(disabled_layers),
             "preload": list(preload),
             "max_concurrency": max_concurrency,
             "warm": warm,
@@ -136,6 +144,15 @@ class ForkServer:
         self._proc, self._control, self.hello = proc, ours, hello
         self._generation += 1
         log.info("sandbox server %d started with %s", proc.pid, hello.get("plan"))
+        missing = [name for name in OPTIONAL_LAYERS if not hello["layers"].get(name)]
+        missing = [name for name in missing if name not in self.config["disabled_layers"]]
+        if missing:
+            log.warning(
+                "this host does not allow some sandbox layers (%s); programs still run in their own "
+                "session with resource limits. Why: %s",
+                ", ".join(missing),
+                "; ".join(hello.get("notes", [])) or "unknown",
+            )
 
     def _stop_locked(self) -> None:
         control, proc = self._control, self._proc

@@ -25,7 +25,6 @@ from typing import Any
 from . import linux
 
 SANDBOX_UID = 1000  # the uid the program sees inside its user namespace
-FULL_NS = linux.CLONE_NEWUSER | linux.CLONE_NEWNET | linux.CLONE_NEWPID
 
 
 @dataclass
@@ -44,8 +43,11 @@ class Plan:
         return asdict(self)
 
     def describe(self) -> str:
-        active = [name for name, on in self.layers().items() if on]
-        return "+".join(active)
+        """The optional layers this plan has (rlimits, process-group kill, clean env are always on)."""
+        active = [
+            name for name, on in self.layers().items() if on and name in OPTIONAL_LAYERS + OPTIONAL_EXTRAS
+        ]
+        return "+".join(active) or "rlimits only"
 
     def layers(self) -> dict[str, bool]:
         """Which protections a run under this plan has, by name (the contract of ``ExecResult.isolation``)."""
@@ -66,31 +68,31 @@ class Plan:
         }
 
 
-def candidate_plans(is_root: bool, expose: list[str], hide: list[str], tmp_mb: int) -> list[Plan]:
-    """Plans from strongest to weakest; the server keeps the first one that passes a trial run."""
-    nested = FULL_NS | linux.CLONE_NEWNS
+OPTIONAL_LAYERS = ("unprivileged_uid", "user_ns", "net_ns", "pid_ns", "mount_ns", "fresh_proc")
+OPTIONAL_EXTRAS = ("readonly_fs", "private_tmp")  # come with mount_ns
 
-    def plan(**kw: Any) -> Plan:
-        return Plan(expose=expose, hide=hide, tmp_mb=tmp_mb, **kw)
 
-    if not linux.AVAILABLE:
-        return [plan()]
-    if is_root:
-        return [
-            plan(mounts="as_root", uid=True, ns_flags=nested, fresh_proc=True),
-            plan(mounts="as_root", uid=True, ns_flags=FULL_NS),
-            plan(mounts="as_root", uid=True, ns_flags=linux.CLONE_NEWUSER | linux.CLONE_NEWNET),
-            plan(mounts="as_root", uid=True),
-            plan(uid=True, ns_flags=FULL_NS),
-            plan(uid=True),
-            plan(),
-        ]
-    return [
-        plan(mounts="in_userns", ns_flags=nested, fresh_proc=True),
-        plan(ns_flags=FULL_NS),
-        plan(ns_flags=linux.CLONE_NEWUSER | linux.CLONE_NEWNET),
-        plan(),
-    ]
+def candidate_plans(
+    is_root: bool, expose: list[str], hide: list[str], tmp_mb: int, disabled: tuple[str, ...] = ()
+) -> list[Plan]:
+    """Plans from strongest to weakest, without the ``disabled`` layers; the server keeps the first
+    one that passes a trial run. The last one (no optional layer) always stays."""
+    user, net, pid = linux.CLONE_NEWUSER, linux.CLONE_NEWNET, linux.CLONE_NEWPID
+    plans = []
+    if linux.AVAILABLE:
+        for mounts in ("as_root", "") if is_root else ("in_userns", ""):
+            for flags in (user | net | pid, user | net, user | pid, 0):
+                if mounts == "in_userns" and not flags:
+                    continue  # without root, a mount namespace needs a user namespace
+                for fresh_proc in (True, False) if mounts and flags & pid else (False,):
+                    nested = linux.CLONE_NEWNS if mounts == "in_userns" or fresh_proc else 0
+                    plans.append(
+                        Plan(mounts=mounts, uid=is_root, ns_flags=flags | nested, fresh_proc=fresh_proc)
+                    )
+    plans.append(Plan())
+    for plan in plans:
+        plan.expose, plan.hide, plan.tmp_mb = expose, hide, tmp_mb
+    return [p for p in plans if not any(p.layers()[name] for name in disabled)]
 
 
 def interpreter_dirs() -> list[str]:

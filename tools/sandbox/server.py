@@ -119,8 +119,9 @@ class Server:
         expose = isolation.interpreter_dirs()
         hide = isolation.hidden_dirs(expose, is_root=is_root)
         tmp_mb = int(self.config.get("tmp_mb", 64))
-        notes = []
-        for plan in isolation.candidate_plans(is_root, expose, hide, tmp_mb):
+        disabled = tuple(self.config.get("disabled_layers", ()))
+        notes = [f"disabled on request: {', '.join(disabled)}"] if disabled else []
+        for plan in isolation.candidate_plans(is_root, expose, hide, tmp_mb, disabled):
             self.use_plan(plan)
             error = self._trial()
             if error is None:
@@ -445,8 +446,9 @@ class Server:
             if pid == 0:
                 return
             chain = self.by_pid.pop(pid, None)
-            if chain is None:
-                continue  # an orphaned process of some run, now reaped
+            if chain is None:  # an orphan of some run died: its own children may now be ours
+                self._kill_orphans()
+                continue
             chain.on_exit(status)
             if chain.run is not None:
                 self._supervisor_exited(chain.run)
@@ -458,7 +460,20 @@ class Server:
         run.drain_deadline = time.monotonic() + DRAIN_GRACE_S
         if run.timed_out or not self.pid_ns:
             self._sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
+        self._kill_orphans()
         self._progress(run)
+
+    def _kill_orphans(self) -> None:
+        """Kill every child of this server that is not a supervisor.
+
+        The server is a child subreaper, and so is each run's init: a process whose parent dies
+        is handed to its run's init while the run lasts, and to the server once the run is over.
+        So any such child is a leftover of a finished run (or the init of a killed one), however
+        it daemonized. Its own children come here when it dies, and are killed in turn."""
+        for pid in self._children():
+            if pid not in self.by_pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _progress(self, run: Run) -> None:
         """Answer the host as soon as the outcome is final; free the slot once the supervisor is gone."""
@@ -498,6 +513,24 @@ class Server:
             self.active -= 1
             self._free_chain(run.chain)
         self._forget_if_done(run)
+
+    def _children(self) -> list[int]:
+        try:
+            with open(f"/proc/self/task/{self.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            pass
+        children = []
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == self.pid:
+                    children.append(int(entry))
+        return children
 
     def _remove_workdir(self, chain: Chain) -> None:
         if chain.host_workdir:
