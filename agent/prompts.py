@@ -9,12 +9,15 @@ than zero-shot.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.chat_format import ChatFormat
 from agent.protocols import Protocol
 from tools import Tool
+
+log = logging.getLogger(__name__)
 
 SYSTEM = (
     "You are a careful assistant. You do not trust your own first guess: you use tools to compute "
@@ -108,6 +111,8 @@ async def exemplar_messages(
                 continue
             result = await by_name[step.tool].acall(step.arguments)
             if result.error:
+                log.warning("exemplar %r left out: its %s call failed: %s", ex.question, step.tool,
+                            result.content[:200])
                 ok = False
                 break
             turns.append({"role": "assistant", "content": protocol.render_call(step.tool, step.arguments)})

@@ -1,0 +1,35 @@
+# The two commands: `make demo` (the main job on the embedded model) and `make test`.
+# Both create .venv on first use; later runs reinstall only when pyproject.toml or
+# requirements-embedded.txt change.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-embedded.txt | sha1sum | cut -c1-12)
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -r requirements-embedded.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup
+	$(BIN)/anchorloop run --env arithmetic --n 4
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_wikipedia.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""Self-correction metrics, per attempt (as in SCoRe), with 95% confidence intervals.
+
+Acc@t1 / Acc@t2: accuracy of the first and the last answer. Δ = Acc@t2 − Acc@t1.
+Δi→c: share of runs whose first answer was wrong and last right; Δc→i the reverse.
+Confirmatory verification rate: of the runs that went through the verify step, the share whose
+answer did not change. Verification precision: of those confirmations, the share that were right
+(how much the model's agreement with itself is worth). A run counts as correct when its score is
+at least 0.5; runs with no answer count as wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from training.trajectory import Trajectory
+
+CORRECT = 0.5
+
+
+class Rate(BaseModel):
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+class DiffRate(BaseModel):
+    """A difference of two paired rates, with a normal-approximation 95% interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+
+class Metrics(BaseModel):
+    n: int
+    acc_t1: Rate
+    acc_t2: Rate
+    delta: DiffRate
+    delta_i_to_c: Rate
+    delta_c_to_i: Rate
+    tool_use_rate: Rate  # runs with at least one tool call
+    tool_error_rate: Rate  # failed calls among all calls
+    parse_error_rate: Rate  # turns the parser could not read
+    answered_rate: Rate
+    confirmatory_rate: Rate
+    verification_precision: Rate
+    mean_turns: float
+    mean_tool_calls: float
+    mean_model_tokens: float
+    mean_seconds: float
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> Rate:
+    if n == 0:
+        return Rate(value=0.0, low=0.0, high=0.0, n=0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Rate(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half), n=n)
+
+
+def paired_difference(first: Sequence[bool], last: Sequence[bool], z: float = 1.96) -> DiffRate:
+    n = len(first)
+    if n == 0:
+        return DiffRate(value=0.0, low=0.0, high=0.0, n=0)
+    diffs = [int(b) - int(a) for a, b in zip(first, last, strict=True)]
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    half = z * math.sqrt(var / n)
+    return DiffRate(value=mean, low=mean - half, high=mean + half, n=n)
+
+
+def normalize_answer(text: str) -> str:
+    return " ".join(text.lower().strip().rstrip(".").split())
+
+
+def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
+    n = len(trajectories)
+    first = [bool(t.attempts) and (t.attempts[0].score or 0) >= CORRECT for t in trajectories]
+    last = [bool(t.attempts) and (t.attempts[-1].score or 0) >= CORRECT for t in trajectories]
+    verified = [t for t in trajectories if len(t.attempts) >= 2]
+    confirmed = [t for t in verified
+                 if normalize_answer(t.attempts[0].answer) == normalize_answer(t.attempts[-1].answer)]
+    confirmed_right = sum((t.attempts[-1].score or 0) >= CORRECT for t in confirmed)
+    calls = sum(t.tool_calls for t in trajectories)
+    # every recorded tool error counts against the calls made (a refused over-budget call included)
+    errors = min(sum(t.tool_errors for t in trajectories), calls) if calls else 0
+    turns = sum(t.turns for t in trajectories)
+    return Metrics(
+        n=n,
+        acc_t1=wilson(sum(first), n),
+        acc_t2=wilson(sum(last), n),
+        delta=paired_difference(first, last),
+        delta_i_to_c=wilson(sum(not a and b for a, b in zip(first, last)), n),
+        delta_c_to_i=wilson(sum(a and not b for a, b in zip(first, last)), n),
+        tool_use_rate=wilson(sum(t.tool_calls > 0 for t in trajectories), n),
+        tool_error_rate=wilson(errors, calls),
+        parse_error_rate=wilson(min(sum(t.parse_errors for t in trajectories), turns), turns),
+        answered_rate=wilson(sum(bool(t.attempts) for t in trajectories), n),
+        confirmatory_rate=wilson(len(confirmed), len(verified)),
+        verification_precision=wilson(confirmed_right, len(confirmed)),
+        mean_turns=turns / n if n else 0.0,
+        mean_tool_calls=calls / n if n else 0.0,
+        mean_model_tokens=sum(t.num_model_tokens for t in trajectories) / n if n else 0.0,
+        mean_seconds=sum(t.timings.total_s for t in trajectories) / n if n else 0.0,
+    )
+
+
+def metrics_by_env(trajectories: Sequence[Trajectory]) -> dict[str, Metrics]:
+    """Metrics per env, plus ``"all"`` when there is more than one env."""
+    envs = sorted({t.env for t in trajectories})
+    out = {env: compute_metrics([t for t in trajectories if t.env == env]) for env in envs}
+    if len(envs) != 1:
+        out["all"] = compute_metrics(trajectories)
+    return out
+
+
+def summary_line(name: str, m: Metrics) -> str:
+    return (f"{name}: {m.n} runs | Acc@t1 {100 * m.acc_t1.value:.1f}% | Acc@t2 {100 * m.acc_t2.value:.1f}% | "
+            f"Δ {100 * m.delta.value:+.1f} | Δi→c {100 * m.delta_i_to_c.value:.1f}% | "
+            f"Δc→i {100 * m.delta_c_to_i.value:.1f}% | tool use {100 * m.tool_use_rate.value:.0f}% | "
+            f"{m.mean_turns:.1f} turns/run")

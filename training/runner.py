@@ -1,0 +1,80 @@
+"""Running the agent over an environment: the shared path behind `run`, `eval` and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from training.metrics import Metrics, compute_metrics
+from training.rollout import build_env_agent, rollout
+from training.trajectory import Trajectory
+
+
+@dataclass
+class RunResult:
+    trajectories: list[Trajectory]
+    metrics: Metrics
+    seconds: float
+    generated_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+def progress_bar(console: Console | None = None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False,
+    )
+
+
+def sampling_for(temperature: float, max_new_tokens: int = 192) -> Any:
+    from agent.policy import SamplingParams
+
+    return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, console: Console | None = None,
+              description: str = "", **agent_kwargs: Any) -> RunResult:
+    """Roll out ``tasks`` on an already loaded policy, with a progress bar."""
+    agent = build_env_agent(policy, env, **agent_kwargs)
+    total = len(tasks) * generations
+    started = time.perf_counter()
+    with progress_bar(console) as progress:
+        bar = progress.add_task(description or env.name, total=total, status="")
+        right = 0
+
+        def done(traj: Trajectory) -> None:
+            nonlocal right
+            right += traj.last_score >= 0.5
+            progress.update(bar, advance=1, status=f"{right} right")
+
+        trajectories = asyncio.run(rollout(agent, env, tasks, num_generations=generations, on_done=done))
+    seconds = time.perf_counter() - started
+    tokens = sum(t.num_model_tokens for t in trajectories)
+    return RunResult(trajectories, compute_metrics(trajectories), seconds, tokens)
+
+
+def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str = "smollm2-135m",
+            protocol: str = "code", max_turns: int = 8, self_correct: bool = True, temperature: float = 0.0,
+            generations: int = 1, console: Console | None = None, **agent_kwargs: Any) -> RunResult:
+    from agent.hf_policy import HFPolicy
+    from envs import get_env
+
+    environment = get_env(env)
+    tasks = environment.tasks(split, n=n, seed=seed)
+    if console:
+        console.print(f"Loading model [bold]{model}[/] …")
+    policy = HFPolicy.from_pretrained(model)
+    try:
+        return run_tasks(policy, environment, tasks, generations=generations, console=console,
+                         protocol=protocol, max_turns=max_turns, self_correct=self_correct,
+                         sampling=sampling_for(temperature), **agent_kwargs)
+    finally:
+        policy.close()
