@@ -214,7 +214,7 @@ async def _call(tools: dict[str, Tool], call: ToolCall, timeout_s: float) -> Too
                           error=True)
     try:
         return await asyncio.wait_for(tool.acall(call.arguments), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return ToolResult(content=f"Tool '{call.name}' took longer than {timeout_s:.0f} s and was stopped.",
                           error=True)
 

@@ -65,9 +65,24 @@ def embedded_checkpoint() -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
+    _save_atomically(target, model, tokenizer)
+    return target
+
+
+def tiny_checkpoint() -> Path:
+    """The tiny random model saved as a checkpoint once, so it loads (and reloads) like any other."""
+    target = cache_dir() / "models" / TINY_MODEL
+    if (target / "config.json").is_file():
+        return target
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)
+    _save_atomically(target, tiny_random_model(tokenizer), tokenizer)
+    return target
+
+
+def _save_atomically(target: Path, model: Any, tokenizer: Any) -> None:
+    """Write into a sibling temp dir and rename, so a killed save never leaves half a checkpoint."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a sibling temp dir and rename, so a killed conversion never leaves half a checkpoint.
-    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_MODEL}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -76,22 +91,21 @@ def embedded_checkpoint() -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / "config.json").is_file():
             raise
-    return target
 
 
 def resolve(spec: str) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts."""
     if spec == EMBEDDED_MODEL:
         return str(embedded_checkpoint())
+    if spec == TINY_MODEL:
+        return str(tiny_checkpoint())
     return spec
 
 
 def load_tokenizer(spec: str = EMBEDDED_MODEL) -> Any:
     from transformers import AutoTokenizer
 
-    if spec == TINY_MODEL:
-        spec = EMBEDDED_MODEL
-    return AutoTokenizer.from_pretrained(resolve(spec))
+    return AutoTokenizer.from_pretrained(resolve(EMBEDDED_MODEL if spec == TINY_MODEL else spec))
 
 
 def load_model(
@@ -106,9 +120,6 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == TINY_MODEL:
-        tokenizer = load_tokenizer(EMBEDDED_MODEL)
-        return tiny_random_model(tokenizer).to(device), tokenizer
     source = resolve(spec)
     try:
         tokenizer = load_tokenizer(spec)

@@ -1,0 +1,109 @@
+"""Training configuration: one TOML file, validated; an unknown or misspelt key is an error naming it."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    name: str = "smollm2-135m"
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+
+
+class EnvConfig(_Section):
+    name: str = "arithmetic"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    train_tasks: int = Field(64, ge=1)
+    eval_tasks: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class AgentConfig(_Section):
+    protocol: Literal["code", "json"] = "code"
+    max_turns: int = Field(6, ge=1)
+    max_tool_calls: int = Field(4, ge=0)
+    max_new_tokens: int = Field(128, ge=8)
+    temperature: float = Field(0.8, gt=0.0)
+    self_correct: bool = True
+    verify_with_tools: bool = True
+
+
+class RewardConfig(_Section):
+    """Weights of the reward terms. ``progress`` is SCoRe's alpha on (r_last - r_first)."""
+
+    correctness: float = 1.0
+    progress: float = 1.0
+    format: float = 0.0
+    tool: float = 0.0
+
+
+class TrainingConfig(_Section):
+    steps: int = Field(20, ge=1)
+    stage1_steps: int = Field(0, ge=0)  # SCoRe Stage I first (attempt 1 held by KL), then Stage II
+    tasks_per_step: int = Field(2, ge=1)
+    num_generations: int = Field(4, ge=2)
+    learning_rate: float = Field(1e-5, gt=0)
+    beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
+    max_grad_norm: float = 1.0
+    loss_type: str = "dapo"
+    save_steps: int = Field(5, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    seed: int = 0
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    max_batch_size: int = Field(16, ge=1)  # rows decoded together during rollouts
+
+    @model_validator(mode="after")
+    def _stage_one_needs_kl(self) -> TrainingConfig:
+        if self.stage1_steps and self.beta <= 0:
+            raise ValueError("training.stage1_steps > 0 needs training.beta > 0: Stage I holds attempt 1 with KL.")
+        return self
+
+
+class TrainConfig(_Section):
+    output_dir: str = "runs/quickstart"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; the message names the file, the key and the problem."""
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Start from configs/quickstart.toml.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"'{key}': {err['msg']}")
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None

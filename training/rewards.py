@@ -1,0 +1,64 @@
+"""Reward terms for self-correction, as TRL reward functions over per-trajectory fields.
+
+The rollout forwards ``first_score``, ``last_score``, ``parse_errors``, ``turns``, ``tool_calls`` and
+``tool_errors`` for every completion; TRL passes them to each function as lists. SCoRe's reward is
+the last attempt's correctness plus ``alpha * (r_last - r_first)``: the bonus makes "repeat the first
+answer" worth less than fixing it, and costs a right→wrong change twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from training.config import RewardConfig
+
+
+def correctness(completions: Sequence[Any], last_score: Sequence[float], **_: Any) -> list[float]:
+    """Score of the final attempt (0 when the run never answered)."""
+    return [float(s) for s in last_score]
+
+
+def progress(completions: Sequence[Any], first_score: Sequence[float], last_score: Sequence[float],
+             **_: Any) -> list[float]:
+    """r_last − r_first: positive for wrong→right, negative for right→wrong."""
+    return [float(b) - float(a) for a, b in zip(first_score, last_score, strict=True)]
+
+
+def format_score(completions: Sequence[Any], parse_errors: Sequence[int], turns: Sequence[int],
+                 **_: Any) -> list[float]:
+    """−(share of turns the parser could not read)."""
+    return [-min(1.0, p / max(t, 1)) for p, t in zip(parse_errors, turns, strict=True)]
+
+
+def tool_score(completions: Sequence[Any], tool_calls: Sequence[int], tool_errors: Sequence[int],
+               **_: Any) -> list[float]:
+    """+1 for using a tool at least once, minus the share of calls that failed."""
+    return [(1.0 if c else 0.0) - min(1.0, e / max(c, 1)) for c, e in zip(tool_calls, tool_errors, strict=True)]
+
+
+TERMS: dict[str, Callable[..., list[float]]] = {
+    "correctness": correctness, "progress": progress, "format": format_score, "tool": tool_score,
+}
+
+
+def reward_functions(weights: RewardConfig) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """The non-zero terms and their weights, in the form ``GRPOTrainer`` takes."""
+    chosen = [(TERMS[name], w) for name, w in weights.model_dump().items() if w]
+    if not chosen:
+        raise ValueError("Every reward weight is 0; set at least rewards.correctness.")
+    return [f for f, _ in chosen], [w for _, w in chosen]
+
+
+def total_rewards(weights: RewardConfig, fields: dict[str, list[Any]]) -> list[float]:
+    funcs, ws = reward_functions(weights)
+    n = len(fields["last_score"])
+    columns = [f([None] * n, **fields) for f in funcs]
+    return [sum(w * col[i] for w, col in zip(ws, columns, strict=True)) for i in range(n)]
+
+
+def no_signal_fraction(groups: Sequence[Sequence[float]]) -> float:
+    """Share of GRPO groups whose rewards are all equal: their advantages are zero, they teach nothing."""
+    if not groups:
+        return 0.0
+    return sum(max(g) - min(g) < 1e-9 for g in groups) / len(groups)

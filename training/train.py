@@ -1,0 +1,191 @@
+"""``anchorloop train``: build the model, env, agent and trainer from a config, then train.
+
+A run directory holds everything: ``config.json`` (as resolved), ``train_log.jsonl`` (one line per
+step), ``trajectories/`` (every rollout), ``checkpoints/`` (TRL/Trainer checkpoints, resumable),
+``tb/`` (TensorBoard) and ``final/`` (the trained model and tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class RichProgress(TrainerCallback):
+    """One progress bar for the whole run, showing reward, Acc@t1/t2 and tokens/s of the last step."""
+
+    def __init__(self, rollout: Any, console: Console | None = None) -> None:
+        self.rollout = rollout
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), console=console,
+        )
+        self.bar = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.progress.start()
+        self.bar = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        s = self.rollout.last_stats
+        text = (f"reward {s.get('reward_mean', 0):+.2f}  Acc@t1 {100 * s.get('acc_t1', 0):.0f}%  "
+                f"Acc@t2 {100 * s.get('acc_t2', 0):.0f}%  {s.get('tokens_per_s', 0):.0f} tok/s")
+        self.progress.update(self.bar, completed=state.global_step, stats=text)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.progress.stop()
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = run_dir / "checkpoints"
+    return Path(found) if ckpt_dir.is_dir() and (found := get_last_checkpoint(str(ckpt_dir))) else None
+
+
+def _trim_log(run_dir: Path, upto_step: int) -> None:
+    """On resume, forget log lines of steps after the checkpoint: they will be run again."""
+    path = run_dir / "train_log.jsonl"
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < upto_step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, tokenizer: Any = None,
+                  console: Console | None = None) -> tuple[Any, Any]:
+    """The trainer and its rollout function. ``model``/``tokenizer`` override ``config.model.name``."""
+    import torch
+    from trl import GRPOConfig
+
+    from agent.hf_policy import HFPolicy
+    from agent.models import load_model
+    from agent.policy import SamplingParams
+    from envs import get_env
+    from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
+    from training.rewards import reward_functions
+    from training.rollout import build_env_agent
+
+    cfg, tr = config, config.training
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tb"))  # how transformers 5 takes it
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we know
+    if model is None:
+        model, tokenizer = load_model(cfg.model.name)
+    cuda = torch.cuda.is_available()
+    env = get_env(cfg.env.name, **cfg.env.kwargs)
+    tasks = env.tasks("train", n=cfg.env.train_tasks, seed=cfg.env.seed)
+    dataset = env.as_dataset("train", n=cfg.env.train_tasks, seed=cfg.env.seed)
+    funcs, weights = reward_functions(cfg.rewards)
+    args = GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=tr.tasks_per_step * tr.num_generations,
+        num_generations=tr.num_generations,
+        max_steps=tr.steps,
+        learning_rate=tr.learning_rate,
+        beta=tr.beta,
+        loss_type=tr.loss_type,
+        max_grad_norm=tr.max_grad_norm,
+        temperature=cfg.agent.temperature,  # TRL recomputes log-probs at this temperature: keep them equal
+        max_completion_length=cfg.agent.max_turns * cfg.agent.max_new_tokens,
+        gradient_checkpointing=False,  # small model, plenty of memory: recomputation only costs time
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        logging_steps=1,
+        save_steps=tr.save_steps,
+        save_total_limit=tr.save_total_limit,
+        report_to=tr.report_to,
+        seed=tr.seed,
+        disable_tqdm=True,
+        reward_weights=weights,
+    )
+    peft_config = None
+    if cfg.model.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    trainer = None
+
+    def make(policy_model: Any) -> Any:
+        policy = HFPolicy(policy_model, tokenizer, max_batch_size=tr.max_batch_size)
+        sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
+        agent = build_env_agent(policy, env, protocol=cfg.agent.protocol, max_turns=cfg.agent.max_turns,
+                                max_tool_calls=cfg.agent.max_tool_calls, self_correct=cfg.agent.self_correct,
+                                verify_with_tools=cfg.agent.verify_with_tools, sampling=sampling)
+        return AgentRollout(policy, agent, env, tasks, cfg.rewards, run_dir)
+
+    # The rollout must sample from the very weights being trained, which exist only once TRL has
+    # wrapped the model (LoRA adapters, device placement): build it lazily on first use.
+    rollout = _LazyRollout(lambda: make(trainer.accelerator.unwrap_model(trainer.model)))
+    trainer = SelfCorrectionGRPOTrainer(
+        model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,
+        peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps,
+    )
+    trainer.remove_callback(PrinterCallback)  # the progress bar shows what matters; TensorBoard gets the rest
+    trainer.add_callback(RichProgress(rollout, console))
+    return trainer, rollout
+
+
+class _LazyRollout:
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._inner: Any = None
+
+    def _get(self) -> Any:
+        if self._inner is None:
+            self._inner = self._factory()
+        return self._inner
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
+        return self._get()(prompts, trainer)
+
+    @property
+    def last_stats(self) -> dict[str, float]:
+        return self._inner.last_stats if self._inner else {}
+
+    @property
+    def first_attempt_masks(self) -> list[list[int]]:
+        return self._inner.first_attempt_masks if self._inner else []
+
+    @property
+    def policy(self) -> Any:
+        return self._get().policy
+
+
+def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None, model: Any = None,
+          tokenizer: Any = None) -> Path:
+    """Train from ``config``; with ``resume``, continue from the last checkpoint in the run dir."""
+    run_dir = Path(config.output_dir)
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("no checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
+    if not resume and (run_dir / "train_log.jsonl").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a training run. Use --resume to continue it, or set another output_dir."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    if checkpoint is not None:
+        step = int(checkpoint.name.rsplit("-", 1)[-1])
+        _trim_log(run_dir, step)
+    trainer, rollout = build_trainer(config, run_dir, model=model, tokenizer=tokenizer, console=console)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        if rollout._inner is not None:
+            rollout.policy.close()
+    final = run_dir / "final"
+    trainer.save_model(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    return run_dir
