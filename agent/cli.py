@@ -43,7 +43,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             console.print(f"[bold red]error:[/] {exc}")
@@ -85,6 +85,30 @@ def run(
         console.print(f"trajectories written to {save_jsonl(result.trajectories, out)}")
 
 
+@app.command()
+@friendly_errors
+def train(
+    config: Annotated[Path, typer.Option(help="A TOML run config, e.g. configs/quickstart.toml.")] = Path(
+        "configs/quickstart.toml"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the run's output_dir.")] = False,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+) -> None:
+    """Train the model to correct itself (GRPO with self-correction rewards); checkpoints are resumable."""
+    from training.config import load_config
+    from training.train import train as run_training
+
+    overrides = {k: v for k, v in {"output_dir": output_dir, "training.steps": steps, "model.name": model}.items()
+                 if v is not None}
+    cfg = load_config(config, overrides)
+    console.print(f"Training [bold]{cfg.model.name}[/] on [bold]{cfg.env.name}[/] for {cfg.training.steps} steps "
+                  f"→ {cfg.output_dir}")
+    run_dir = run_training(cfg, resume=resume, console=console)
+    console.print(f"done: model in {run_dir / 'final'}, log in {run_dir / 'train_log.jsonl'}", style="bold green")
+
+
 @app.command("envs")
 def list_envs_command() -> None:
     """List the environments that `--env` accepts."""
@@ -101,6 +125,62 @@ def list_tools_command() -> None:
 
     for name in available_tools():
         console.print(name)
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    env: Annotated[list[str] | None, typer.Option(
+        help="An env (see `anchorloop envs`, or jsonl:PATH); repeat for several. Default: arithmetic.")] = None,
+    n: Annotated[int, typer.Option(min=1, help="Tasks per env (the same tasks for every configuration).")] = 20,
+    split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
+    seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
+    model: Model = "smollm2-135m",
+    protocol: Protocol = "code",
+    max_turns: MaxTurns = 8,
+    self_correct: SelfCorrect = True,
+    temperature: Temperature = 0.0,
+    generations: Annotated[int, typer.Option(min=1, help="Runs per task.")] = 1,
+    ablate: Annotated[list[str] | None, typer.Option(
+        help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
+        "no tools) or 'self-correct' (no verify step). Repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where eval.json and trajectories.jsonl go "
+                                              "(default runs/eval-DATE-TIME).")] = None,
+) -> None:
+    """Measure self-correction: Acc@t1, Acc@t2, Δ, Δi→c, Δc→i, tool use, confirmatory verification, with CIs."""
+    import time
+
+    from agent.hf_policy import HFPolicy
+    from envs import get_env
+    from training.eval import configurations, evaluate
+
+    ablate = ablate or []
+    configurations(ablate, {"self_correct": self_correct})  # bad names fail before the model loads
+    environments = [get_env(name) for name in env or ["arithmetic"]]
+    out = out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
+    console.print(f"Loading model [bold]{model}[/] …")
+    policy = HFPolicy.from_pretrained(model)
+    try:
+        report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
+                          ablations=ablate, temperature=temperature, model=model, console=console,
+                          protocol=protocol, max_turns=max_turns, self_correct=self_correct)
+    finally:
+        policy.close()
+    console.print(report.table())
+    path = report.save(out)
+    console.print(f"{report.seconds:.1f} s; results in {path}, trajectories in {path.parent / 'trajectories.jsonl'}")
+
+
+@app.command()
+@friendly_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A training run's output_dir, or an `eval --out` directory.")],
+    sample: Annotated[int, typer.Option(min=0, help="Trajectories to show per evaluation.")] = 24,
+) -> None:
+    """Write RUN_DIR/report.html (curves, before/after metrics, transition matrices, trajectories); print its path."""
+    from training.report import write_report
+
+    typer.echo(write_report(run_dir, sample=sample))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+import pytest
+
+from training.config import ConfigError, RewardConfig, load_config
+from training.rewards import no_signal_fraction, reward_functions, total_rewards
+
+
+def test_quickstart_config_loads():
+    cfg = load_config("configs/quickstart.toml")
+    assert cfg.model.name == "smollm2-135m" and cfg.training.steps >= 1
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'training.stepz'"):
+        load_config(path)
+
+
+def test_bad_values_and_files_are_clear(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nsteps = 0\n")
+    with pytest.raises(ConfigError, match="training.steps"):
+        load_config(path)
+    path.write_text("[training\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    path.write_text("[training]\nstage1_steps = 2\n")
+    with pytest.raises(ConfigError, match="beta"):
+        load_config(path)
+
+
+def test_overrides_apply_dotted_keys(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    cfg = load_config(path, {"training.steps": 7, "model.name": "tiny-random"})
+    assert cfg.training.steps == 7 and cfg.model.name == "tiny-random"
+
+
+def test_score_progress_bonus_rewards_fixing_and_punishes_breaking():
+    weights = RewardConfig(correctness=1.0, progress=2.0, format=0.0, tool=0.0)
+    fields = {"first_score": [0, 1, 1, 0], "last_score": [1, 1, 0, 0], "parse_errors": [0] * 4, "turns": [2] * 4,
+              "tool_calls": [1] * 4, "tool_errors": [0] * 4}
+    # wrong→right: 1 + 2; right→right: 1; right→wrong: 0 - 2; wrong→wrong: 0
+    assert total_rewards(weights, fields) == [3.0, 1.0, -2.0, 0.0]
+
+
+def test_format_and_tool_terms():
+    weights = RewardConfig(correctness=0.0, progress=0.0, format=1.0, tool=1.0)
+    fields = {"first_score": [0, 0], "last_score": [0, 0], "parse_errors": [1, 0], "turns": [4, 2],
+              "tool_calls": [2, 0], "tool_errors": [1, 0]}
+    assert total_rewards(weights, fields) == [-0.25 + 0.5, 0.0]
+    with pytest.raises(ValueError, match="weight"):
+        reward_functions(RewardConfig(correctness=0, progress=0, format=0, tool=0))
+
+
+def test_no_signal_fraction_counts_flat_groups():
+    assert no_signal_fraction([[1, 1], [0, 1], [0.5, 0.5]]) == pytest.approx(2 / 3)
+    assert no_signal_fraction([]) == 0.0

@@ -1,0 +1,136 @@
+"""One real GRPO step through TRL with our rollout_func, on the tiny random model."""
+
+import pytest
+import torch
+from trl import GRPOConfig
+
+from agent.hf_policy import HFPolicy
+from agent.models import load_model
+from agent.policy import SamplingParams
+from envs import get_env
+from training.config import RewardConfig
+from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, first_attempt_mask
+from training.rollout import build_env_agent
+from training.trajectory import Attempt, Trajectory
+
+
+def varying_reward(completions, **_):
+    """Rewards that differ within every group, so advantages (and the loss) are non-zero."""
+    return [float(len(str(c)) % 7) for c in completions]
+
+
+class Recorder:
+    def __init__(self, inner):
+        self.inner = inner
+        self.outputs = []
+
+    def __call__(self, prompts, trainer):
+        out = self.inner(prompts, trainer)
+        self.outputs.append(out)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def step_setup(tmp_path):
+    model, tokenizer = load_model("tiny-random", device="cpu")
+    env = get_env("arithmetic", level=1)
+    tasks = env.tasks("train", n=2)
+    policy = HFPolicy(model, tokenizer)
+    agent = build_env_agent(policy, env, max_turns=2, exemplars=[],
+                            sampling=SamplingParams(max_new_tokens=12, temperature=1.0))
+    rollout = Recorder(AgentRollout(policy, agent, env, tasks, RewardConfig(), tmp_path))
+
+    def make(stage1_steps=0, beta=0.0):
+        args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
+                          max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
+                          activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
+                          beta=beta, disable_tqdm=True)
+        return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[varying_reward],
+                                         args=args, train_dataset=env.as_dataset("train", n=2),
+                                         agent_rollout=rollout, stage1_steps=stage1_steps)
+
+    yield model, rollout, make
+    policy.close()
+
+
+def test_one_step_trains_on_exactly_the_sampled_ids_and_masks_inserted_tokens(step_setup):
+    model, rollout, make = step_setup
+    trainer = make()
+    captured = []
+    original = trainer._compute_loss
+    trainer._compute_loss = lambda m, inputs: captured.append(inputs) or original(m, inputs)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+
+    loss = trainer.state.log_history[0]["loss"]
+    assert torch.isfinite(torch.tensor(float(loss)))
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed, "no parameter moved after one optimizer step"
+
+    produced = rollout.outputs[0]
+    inputs = captured[0]
+    trained = []
+    for ids, mask, tool_mask in zip(inputs["completion_ids"], inputs["completion_mask"], inputs["tool_mask"]):
+        n = int(mask.sum())
+        trained.append((ids[:n].tolist(), tool_mask[:n].tolist()))
+    expected = [(c, m) for c, m in zip(produced["completion_ids"], produced["env_mask"])]
+    assert sorted(trained) == sorted(expected)
+    assert any(0 in m for _, m in expected), "the rollout inserted no environment tokens"
+
+
+def test_inserted_tokens_get_no_gradient(step_setup):
+    """The gradient reaching the final hidden state at a position is that position's loss term alone
+    (nothing after the last layer mixes positions), so it is zero exactly where the loss ignores a token."""
+    model, rollout, make = step_setup
+    trainer = make()
+    inputs = trainer._generate_and_score_completions(_batch(trainer))
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which we bypass here
+    final_hidden = {}
+
+    def keep(module, args, output):
+        output.retain_grad()
+        final_hidden["h"] = output
+
+    handle = model.model.norm.register_forward_hook(keep)
+    model.train()
+    trainer.compute_loss(model, inputs).backward()
+    handle.remove()
+    prompt_width = inputs["prompt_ids"].shape[1]
+    completion_width = inputs["completion_ids"].shape[1]
+    # hidden state at prompt_width - 1 + j predicts completion token j
+    grad = final_hidden["h"].grad[:, prompt_width - 1 : prompt_width - 1 + completion_width].abs().sum(-1)
+    real = inputs["completion_mask"].bool()
+    inserted = real & (inputs["tool_mask"] == 0)
+    sampled = real & (inputs["tool_mask"] == 1)
+    assert inserted.any() and sampled.any()
+    assert torch.all(grad[inserted] == 0)
+    assert grad[sampled].sum() > 0
+
+
+def _batch(trainer):
+    dataset = trainer.train_dataset
+    rows = [dataset[i] for i in range(len(dataset))]
+    return [row for row in rows for _ in range(2)]
+
+
+def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
+    _, rollout, make = step_setup
+    trainer = make(stage1_steps=1, beta=0.1)
+    inputs = trainer._generate_and_score_completions(_batch(trainer))
+    advantages = inputs["advantages"]
+    assert advantages.dim() == 2
+    for row, mask in enumerate(rollout.first_attempt_masks):
+        first = torch.tensor(mask, dtype=torch.bool)
+        assert torch.all(advantages[row, : len(mask)][first] == 0)
+
+
+def test_first_attempt_mask_covers_turns_up_to_the_first_answer():
+    traj = Trajectory(task_id="t", prompt_ids=[1], completion_ids=list(range(9)),
+                      env_mask=[1, 1, 0, 1, 1, 0, 0, 1, 1], logprobs=[0.0] * 9,
+                      attempts=[Attempt(answer="a", turn=1), Attempt(answer="b", turn=2)])
+    assert first_attempt_mask(traj) == [1, 1, 0, 1, 1, 0, 0, 0, 0]
+    traj.attempts = []
+    assert first_attempt_mask(traj) == [1, 1, 0, 1, 1, 0, 0, 1, 1]
