@@ -26,7 +26,7 @@ import types
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from . import isolation
+from . import isolation, linux
 
 STATUS_FD = 3
 SETUP_FAILED = 70
@@ -40,6 +40,7 @@ class Setup:
     workdir: str
     uid: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    template_fd: int | None = None  # the server's read-only mount namespace to start from
 
 
 def supervise(
@@ -49,9 +50,9 @@ def supervise(
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _take_fds(fds)
-        isolation.enter_supervisor(plan, setup.uid, server_pid)
-        pid = os.fork()
+        template = _take_fds(fds, setup.template_fd)
+        isolation.enter_supervisor(plan, setup.uid, server_pid, template)
+        pid = linux.raw_fork()
         if pid == 0:
             _init(plan, setup)
         _close_stdio()
@@ -70,7 +71,7 @@ def _init(plan: isolation.Plan, setup: Setup) -> NoReturn:
     the namespace (daemons included)."""
     try:
         isolation.enter_init(plan)
-        pid = os.fork()
+        pid = linux.raw_fork()  # the program's own at-fork work is done in _forget_server
         if pid == 0:
             _program(plan, setup)
         _close_stdio()
@@ -82,7 +83,7 @@ def _init(plan: isolation.Plan, setup: Setup) -> NoReturn:
             except InterruptedError:
                 continue
             if found == pid:
-                if plan.ns_flags & isolation.linux.CLONE_NEWPID:
+                if plan.ns_flags & linux.CLONE_NEWPID:
                     _kill_namespace()
                 cpu_s = usage.ru_utime + usage.ru_stime
                 report({"status": status, "cpu_s": round(cpu_s, 4), "max_rss_kb": usage.ru_maxrss})
@@ -97,8 +98,7 @@ def _program(plan: isolation.Plan, setup: Setup) -> NoReturn:
     """Program: wait for the job on stdin, apply the last layers, run the user's code."""
     try:
         os.chdir(setup.workdir)
-        os.environ.clear()
-        os.environ.update(setup.env)
+        _set_environment(setup.env)
         isolation.enter_program(plan)
         main = _prepare_main()
         job = _read_job()
@@ -110,6 +110,16 @@ def _program(plan: isolation.Plan, setup: Setup) -> NoReturn:
         report({"setup_error": f"program: {type(exc).__name__}: {exc}"})
         os._exit(SETUP_FAILED)
     os._exit(run_code(job["code"], main))
+
+
+def _set_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` exactly ``env``. The server already holds the usual program environment,
+    so this normally changes nothing (each ``putenv`` costs page copies in a forked process)."""
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _read_job() -> dict | None:
@@ -152,12 +162,15 @@ def report(message: dict) -> None:
         os.write(STATUS_FD, (json.dumps(message) + "\n").encode())
 
 
-def _take_fds(fds: tuple[int, int, int, int]) -> None:
-    """Make the run's pipes fds 0-3 and close everything else the server had open."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
+def _take_fds(fds: tuple[int, int, int, int], template_fd: int | None) -> int | None:
+    """Make the run's pipes fds 0-3 (and the mount template, if any, fd 4); close everything
+    else the server had open. Returns the template's new fd."""
+    keep = [*fds, template_fd] if template_fd is not None else list(fds)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in keep]
     for target, fd in enumerate(high):
         os.dup2(fd, target, inheritable=(target < STATUS_FD))
-    os.closerange(STATUS_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    os.closerange(len(high), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    return STATUS_FD + 1 if template_fd is not None else None
 
 
 def _close_stdio() -> None:
@@ -208,13 +221,28 @@ def _fresh_stdio() -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
 
 
-def _forget_server() -> None:
-    """Drop the server's own modules, exit handlers and global random states."""
+_server_modules: tuple[str, ...] = ()
+
+
+def note_server_modules() -> None:
+    """Called once in the server: the modules of this package, which programs should not see."""
+    global _server_modules
     package = __package__ or "sandbox"
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
-        del sys.modules[name]
+    _server_modules = tuple(n for n in sys.modules if n == package or n.startswith(package + "."))
+
+
+def _forget_server() -> None:
+    """Drop the server's own modules and exit handlers, and reseed the global random generators.
+
+    The program process is forked without CPython's at-fork hooks (see ``linux.raw_fork``); of
+    those, only ``random``'s reseeding matters to a program (``threading`` state is already right,
+    as the server has a single thread)."""
+    for name in _server_modules:
+        sys.modules.pop(name, None)
     atexit._clear()
-    if "numpy" in sys.modules:  # numpy's global generator is not reseeded on fork
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    if "numpy" in sys.modules:  # numpy's global generator is not reseeded on fork either
         with contextlib.suppress(Exception):
             sys.modules["numpy"].random.seed()
 

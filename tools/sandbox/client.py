@@ -255,7 +255,7 @@ class ForkServer:
             try:
                 remaining = max(0.001, deadline - time.monotonic())
                 data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._mark_dead(generation)
                 raise SandboxError("the sandbox server did not answer in time; it was restarted") from None
             except OSError:

@@ -129,11 +129,14 @@ def hidden_dirs(needed: list[str], *, is_root: bool) -> list[str]:
 # --- applied in the supervisor --------------------------------------------------------------
 
 
-def enter_supervisor(plan: Plan, uid: int | None, server_pid: int) -> None:
+def enter_supervisor(plan: Plan, uid: int | None, server_pid: int, template_fd: int | None) -> None:
     os.setsid()
     if plan.mounts == "as_root":
+        # Join the read-only view the server prepared once, then take a private copy of it.
+        linux.setns(template_fd, linux.CLONE_NEWNS)
+        os.close(template_fd)
         linux.unshare(linux.CLONE_NEWNS)
-        _setup_mounts(plan)
+        _mount_private_tmp(plan)
     if plan.uid and uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -151,10 +154,13 @@ def enter_supervisor(plan: Plan, uid: int | None, server_pid: int) -> None:
         _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1\n")
         _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1\n")
     if plan.mounts == "in_userns":
-        _setup_mounts(plan)
+        build_readonly_view(plan)
+        _mount_private_tmp(plan)
 
 
-def _setup_mounts(plan: Plan) -> None:
+def build_readonly_view(plan: Plan) -> None:
+    """In a new mount namespace: everything read-only, hidden directories covered, the
+    interpreter bound back in. As root this is done once, in a template (``server.make_template``)."""
     # First make every mount private, so nothing below can propagate back to the host.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     exposed = [path for path in plan.expose if _under(path, plan.hide)]
@@ -169,6 +175,9 @@ def _setup_mounts(plan: Plan) -> None:
     for path in ("/proc", "/dev"):
         if os.path.ismount(path):
             linux.set_readonly(path, False)
+
+
+def _mount_private_tmp(plan: Plan) -> None:
     for path in ("/tmp", "/dev/shm"):
         if os.path.isdir(path):
             flags = linux.MS_NOSUID | linux.MS_NODEV
@@ -180,19 +189,27 @@ def _under(path: str, parents: list[str]) -> bool:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 # --- applied in the init process and the program ---------------------------------------------
 
 
 def enter_init(plan: Plan) -> None:
-    if linux.AVAILABLE:
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    if not linux.AVAILABLE:
+        return
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     if plan.fresh_proc:
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    # Last use of privileges: the program inherits the empty capability sets and no_new_privs.
+    if plan.ns_flags & linux.CLONE_NEWUSER:
+        linux.drop_capabilities()
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
 @dataclass
@@ -207,9 +224,6 @@ class Limits:
 def enter_program(plan: Plan) -> None:
     if linux.AVAILABLE:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if plan.ns_flags & linux.CLONE_NEWUSER:
-            linux.drop_capabilities()
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def apply_limits(limits: Limits) -> None:

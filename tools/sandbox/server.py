@@ -57,7 +57,11 @@ def main(control_fd: int, config_json: str) -> None:
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         raise
-    server.use_plan(plan)
+    linux.resolve()
+    child.note_server_modules()
+    # The environment programs get (children then rarely need to change it).
+    os.environ.clear()
+    os.environ.update(program_env("/tmp"))
     gc.collect()
     gc.freeze()  # forked children then leave the server's objects alone: fewer pages get copied
     hello = {
@@ -97,6 +101,7 @@ class Server:
         self.free_slots = deque(range(self.max_concurrency + self.warm_target))
         self.plan = isolation.Plan()
         self.pid_ns = False
+        self.template_fd: int | None = None
         self.selector = selectors.DefaultSelector()
         self.runs: set[Run] = set()
         self.waiting: deque[Run] = deque()
@@ -109,8 +114,43 @@ class Server:
         self._counter = 0
 
     def use_plan(self, plan: isolation.Plan) -> None:
+        if self.template_fd is not None:
+            os.close(self.template_fd)
+            self.template_fd = None
         self.plan = plan
         self.pid_ns = plan.layers()["pid_ns"]
+        if plan.mounts == "as_root":
+            self.template_fd = self._make_template()
+
+    def _make_template(self) -> int:
+        """Build the read-only mount namespace once, in a short-lived child, and keep a handle to it."""
+        ready_r, ready_w = os.pipe()
+        release_r, release_w = os.pipe()
+        pid = linux.raw_fork()
+        if pid == 0:
+            try:
+                os.close(ready_r)
+                os.close(release_w)
+                linux.unshare(linux.CLONE_NEWNS)
+                isolation.build_readonly_view(self.plan)
+                os.write(ready_w, b"ok")
+                os.read(release_r, 1)  # keep the namespace alive until the server holds it
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):
+                    os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(release_r)
+        try:
+            answer = os.read(ready_r, 4096).decode(errors="replace")
+            if answer != "ok":
+                raise OSError(f"could not build the read-only mount namespace: {answer or 'no answer'}")
+            return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(ready_r)
+            os.close(release_w)
+            os.waitpid(pid, 0)
 
     # --- choosing the plan by trial -----------------------------------------------------------
 
@@ -121,8 +161,16 @@ class Server:
         tmp_mb = int(self.config.get("tmp_mb", 64))
         disabled = tuple(self.config.get("disabled_layers", ()))
         notes = [f"disabled on request: {', '.join(disabled)}"] if disabled else []
+        if not is_root:
+            notes.append(
+                "unprivileged_uid: the server is not root, so programs keep its uid (in a user namespace)"
+            )
         for plan in isolation.candidate_plans(is_root, expose, hide, tmp_mb, disabled):
-            self.use_plan(plan)
+            try:
+                self.use_plan(plan)
+            except OSError as exc:
+                notes.append(f"{plan.describe()}: {exc}")
+                continue
             error = self._trial()
             if error is None:
                 return plan, notes
@@ -331,10 +379,11 @@ class Server:
             if uid is not None:
                 os.chown(workdir, uid, uid)
         chain = Chain(slot, uid, workdir, host_workdir)
-        setup = child.Setup(workdir=workdir, uid=uid, env=program_env(workdir))
+        env = program_env(workdir)
+        setup = child.Setup(workdir=workdir, uid=uid, env=env, template_fd=self.template_fd)
         fds = chain.open_pipes()
         try:
-            pid = os.fork()
+            pid = linux.raw_fork()  # the server is single-threaded, and the supervisor runs no user code
         except OSError:
             chain.close_all()
             self._remove_workdir(chain)
