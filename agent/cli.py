@@ -109,6 +109,45 @@ def train(
     console.print(f"done: model in {run_dir / 'final'}, log in {run_dir / 'train_log.jsonl'}", style="bold green")
 
 
+@app.command()
+@friendly_errors
+def chat(
+    model: Model = "smollm2-135m",
+    tools: Annotated[list[str] | None, typer.Option("--tool", "-t", help="A tool to offer (repeatable): "
+                                                   "python, wikipedia, module:attr, a plug-in.")] = None,
+    protocol: Protocol = "code",
+    resume: Annotated[str | None, typer.Option(help="Continue the session with this ID.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server instead of a local "
+                                                      "model (e.g. http://localhost:8000/v1).")] = None,
+    db: Annotated[Path | None, typer.Option(help="Session store (SQLite).")] = None,
+    max_turns: MaxTurns = 8,
+    self_correct: SelfCorrect = True,
+    temperature: Temperature = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest model turn, in tokens.")] = 256,
+) -> None:
+    """Talk to the agent: streamed answers, visible tool calls and verify step, resumable sessions."""
+    import asyncio
+
+    from agent.chat import run_chat
+    from agent.models import cache_dir
+    from tools import load_tools
+    from training.runner import sampling_for
+
+    chosen = load_tools(tools or ["python", "wikipedia"])
+    if base_url:
+        from agent.openai_policy import OpenAIPolicy
+
+        policy = OpenAIPolicy(base_url, model)
+    else:
+        from agent.hf_policy import HFPolicy
+
+        console.print(f"Loading model [bold]{model}[/] …")
+        policy = HFPolicy.from_pretrained(model, max_batch_size=1)
+    asyncio.run(run_chat(policy, chosen, db=db or cache_dir() / "chat.sqlite", session_id=resume, console=console,
+                         protocol=protocol, max_turns=max_turns, self_correct=self_correct,
+                         sampling=sampling_for(temperature, max_new_tokens=max_new_tokens)))
+
+
 @app.command("envs")
 def list_envs_command() -> None:
     """List the environments that `--env` accepts."""
@@ -150,13 +189,14 @@ def eval_command(
     """Measure self-correction: Acc@t1, Acc@t2, Δ, Δi→c, Δc→i, tool use, confirmatory verification, with CIs."""
     import time
 
-    from agent.hf_policy import HFPolicy
     from envs import get_env
     from training.eval import configurations, evaluate
 
     ablate = ablate or []
-    configurations(ablate, {"self_correct": self_correct})  # bad names fail before the model loads
+    configurations(ablate, {"self_correct": self_correct})  # bad input fails before torch and the model load
     environments = [get_env(name) for name in env or ["arithmetic"]]
+    from agent.hf_policy import HFPolicy
+
     out = out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     console.print(f"Loading model [bold]{model}[/] …")
     policy = HFPolicy.from_pretrained(model)

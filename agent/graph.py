@@ -102,15 +102,15 @@ def build_agent(
 
     async def start(state: AgentState) -> dict:
         question = state["question"]
-        fresh = {"attempts": [], "stop_reason": "", "action": {}}
-        if state.get("prompt_ids"):  # a follow-up message in a persisted conversation
+        # budgets and attempts are per question, also for a follow-up in a persisted conversation
+        fresh = {"attempts": [], "stop_reason": "", "action": {}, "turns": 0, "tool_calls": 0}
+        if state.get("prompt_ids"):
             return fresh | inserted([{"role": "user", "content": question}], state,
                                     [{"role": "user", "content": question}])
         prompt = fmt.prompt_ids(preamble + [{"role": "user", "content": question}], tools=schemas)
         return fresh | {
             "prompt_ids": prompt, "messages": [{"role": "user", "content": question}],
-            "turns": 0, "tool_calls": 0, "tool_errors": 0, "parse_errors": 0,
-            "generate_s": 0.0, "tools_s": 0.0,
+            "tool_errors": 0, "parse_errors": 0, "generate_s": 0.0, "tools_s": 0.0,
         }
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict:

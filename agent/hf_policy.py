@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import queue
 import threading
@@ -39,6 +40,7 @@ class _Request:
     future: concurrent.futures.Future
     on_text: Callable[[str], None] | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    context: contextvars.Context | None = None  # the caller's, so callbacks see its context variables
     generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -112,6 +114,7 @@ class HFPolicy:
     ) -> Generation:
         request = self._make_request(prompt_ids, sampling or SamplingParams(), on_text)
         request.loop = asyncio.get_running_loop()
+        request.context = contextvars.copy_context()
         self._submit(request)
         return await asyncio.wrap_future(request.future)
 
@@ -298,7 +301,7 @@ class HFPolicy:
             return
         delta, r.streamed = text[len(r.streamed) :], text
         if delta and r.loop is not None:
-            r.loop.call_soon_threadsafe(r.on_text, delta)
+            r.loop.call_soon_threadsafe(r.on_text, delta, context=r.context)
 
     def _retire_finished(self) -> None:
         done = [i for i, r in enumerate(self._rows) if r.finish_reason or r.future.cancelled()]
