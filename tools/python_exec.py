@@ -6,7 +6,8 @@ from a warm fork server (``tools.sandbox``) that has done its imports once, and 
 
 - its own session, with the whole process tree killed at the end or on timeout (a PID namespace
   whose init takes every leftover process with it, plus a kill of everything its uid owns);
-- resource limits: CPU seconds, address space, file size, open files, processes;
+- resource limits: CPU seconds, address space, file size, open files, processes; and, where the
+  host lets the server create cgroups, a cap on the memory and processes of the whole run;
 - a per-run unprivileged uid (when the host is root) or a user namespace (when not);
 - no network (a fresh network namespace with nothing in it);
 - a read-only view of the file system, with a private, size-limited tmpfs as ``/tmp`` and cwd;
@@ -47,6 +48,9 @@ class ExecResult(BaseModel):
     duration_s: float = 0.0
     signal: str | None = Field(None, description="e.g. 'SIGSEGV' when the program was killed by a signal")
     truncated: bool = Field(False, description="stdout or stderr was cut at max_output_bytes")
+    oom_killed: bool = Field(
+        False, description="a process of the run was killed for exceeding the memory cap"
+    )
     cpu_s: float | None = None
     max_rss_mb: float | None = None
     isolation: dict[str, bool] = Field(default_factory=dict, description="which isolation layers were active")
@@ -195,6 +199,9 @@ def format_result(result: ExecResult, sandbox: PythonSandbox | None = None) -> s
     if result.timed_out:
         limit = f" after {sandbox.timeout_s:g} s" if sandbox else ""
         parts.append(f"Timed out{limit}: the program was stopped (an endless loop, or too slow).")
+    elif result.oom_killed:
+        limit = f" (limit {sandbox.memory_mb} MB)" if sandbox and sandbox.memory_mb else ""
+        parts.append(f"The program was killed for using too much memory{limit}.")
     elif result.signal:
         hint = SIGNAL_HINTS.get(result.signal)
         parts.append(f"The program was killed by {result.signal}" + (f" ({hint})." if hint else "."))

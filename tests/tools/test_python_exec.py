@@ -391,6 +391,14 @@ async def test_tool_accepts_fenced_code(tool):
     assert result.content == "fenced"
 
 
+def test_format_result_for_a_run_over_its_memory_cap():
+    from tools.python_exec import format_result
+
+    result = ExecResult(exit_code=-9, signal="SIGKILL", oom_killed=True)
+    text = format_result(result, PythonSandbox(memory_mb=300))
+    assert text == "The program was killed for using too much memory (limit 300 MB)."
+
+
 def test_strip_code_fences():
     assert strip_code_fences("```\nprint(1)\n```") == "print(1)"
     assert strip_code_fences("```py\na\nb\n```\n") == "a\nb"

@@ -145,6 +145,28 @@ def test_memory_bomb_growing(sandbox):
     assert result.exit_code == 1 and "MemoryError" in result.stderr
 
 
+def test_memory_bomb_spread_over_many_processes(sandbox):
+    need(sandbox, "cgroup")  # without it, each process may use its own 256 MB: over 1 GB in all
+    patient = PythonSandbox(timeout_s=10, memory_mb=256, server=sandbox.server)
+    result = run(
+        patient,
+        """
+        import os, time
+        children = []
+        for _ in range(6):
+            pid = os.fork()
+            if pid == 0:
+                block = b"x" * (180 * 2**20)  # touched, so it is really resident
+                time.sleep(0.5)
+                os._exit(0)
+            children.append(pid)
+        print(sorted(os.waitpid(pid, 0)[1] for pid in children))
+        """,
+    )
+    assert result.oom_killed and "9" in result.stdout, result  # 9: a child died of SIGKILL
+    assert not result.timed_out
+
+
 def test_huge_int(sandbox):
     result = sandbox.run("print(10**100000)")
     assert result.exit_code == 1 and "Exceeds the limit" in result.stderr
@@ -608,6 +630,27 @@ def test_degraded_plan_survives_killing_the_parent(degraded):
     )
     assert not result.timed_out and result.exit_code != 0
     assert degraded.server.pid == pid and degraded.run("print('ok')").stdout == "ok\n"
+
+
+def test_degraded_plan_still_limits_processes(degraded):
+    need(degraded, "cgroup")  # RLIMIT_NPROC does not bind root; a pids cgroup does
+    result = run(
+        degraded,
+        """
+        import os, time
+        children = 0
+        try:
+            for _ in range(300):
+                if os.fork() == 0:
+                    time.sleep(3)
+                    os._exit(0)
+                children += 1
+        except OSError:
+            pass
+        print(children)
+        """,
+    )
+    assert int(result.stdout) < 70
 
 
 def test_degraded_plan_removes_the_work_dir(degraded):

@@ -41,6 +41,7 @@ class Setup:
     uid: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     template_fd: int | None = None  # the server's read-only mount namespace to start from
+    cgroup_procs: list[str] = field(default_factory=list)  # the cgroups this run's processes go in
 
 
 def supervise(
@@ -51,7 +52,7 @@ def supervise(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         template = _take_fds(fds, setup.template_fd)
-        isolation.enter_supervisor(plan, setup.uid, server_pid, template)
+        isolation.enter_supervisor(plan, setup.uid, server_pid, template, setup.cgroup_procs)
         pid = linux.raw_fork()
         if pid == 0:
             _init(plan, setup)

@@ -35,6 +35,7 @@ class Plan:
     uid: bool = False
     ns_flags: int = 0
     fresh_proc: bool = False
+    cgroup: bool = False
     expose: list[str] = field(default_factory=list)
     hide: list[str] = field(default_factory=list)
     tmp_mb: int = 64
@@ -65,10 +66,11 @@ class Plan:
             "readonly_fs": bool(self.mounts),
             "private_tmp": bool(self.mounts),
             "fresh_proc": self.fresh_proc,
+            "cgroup": self.cgroup,
         }
 
 
-OPTIONAL_LAYERS = ("unprivileged_uid", "user_ns", "net_ns", "pid_ns", "mount_ns", "fresh_proc")
+OPTIONAL_LAYERS = ("unprivileged_uid", "user_ns", "net_ns", "pid_ns", "mount_ns", "fresh_proc", "cgroup")
 OPTIONAL_EXTRAS = ("readonly_fs", "private_tmp")  # come with mount_ns
 
 
@@ -129,8 +131,12 @@ def hidden_dirs(needed: list[str], *, is_root: bool) -> list[str]:
 # --- applied in the supervisor --------------------------------------------------------------
 
 
-def enter_supervisor(plan: Plan, uid: int | None, server_pid: int, template_fd: int | None) -> None:
+def enter_supervisor(
+    plan: Plan, uid: int | None, server_pid: int, template_fd: int | None, cgroup_procs: list[str]
+) -> None:
     os.setsid()
+    for procs in cgroup_procs:  # while still root, and before the read-only view hides /sys
+        _write(procs, "0")
     if plan.mounts == "as_root":
         # Join the read-only view the server prepared once, then take a private copy of it.
         linux.setns(template_fd, linux.CLONE_NEWNS)

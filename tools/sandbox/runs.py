@@ -66,6 +66,8 @@ class Chain:
         self.pending_stdin = b""
         self.exit_status: int | None = None
         self.exited_at = 0.0
+        self.oom_base = 0  # the slot's count of OOM kills before this tree ran
+        self.oom_killed = False
         self._child_ends: list[int] = []
 
     def open_pipes(self) -> tuple[int, int, int, int]:
@@ -246,6 +248,7 @@ class Run:
             "timed_out": self.timed_out,
             "duration_s": round(self.ended_at - self.started_at, 6),
             "truncated": bool(chain.stdout.dropped or chain.stderr.dropped),
+            "oom_killed": chain.oom_killed,
             "cpu_s": program.get("cpu_s") if program else None,
             "max_rss_mb": round(program["max_rss_kb"] / 1024, 1) if program else None,
         }

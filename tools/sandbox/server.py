@@ -29,6 +29,7 @@ from collections import deque
 from typing import Any
 
 from . import child, isolation, linux, protocol
+from .cgroups import Cgroups
 from .runs import Chain, Run, program_env
 
 UID_BASE = 1_000_000_000
@@ -53,6 +54,7 @@ def main(control_fd: int, config_json: str) -> None:
     control = socket.socket(fileno=control_fd)
     server = Server(control, config)
     try:
+        notes += server.set_up_cgroups()
         plan, trial_notes = server.choose_plan()
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
@@ -102,6 +104,7 @@ class Server:
         self.plan = isolation.Plan()
         self.pid_ns = False
         self.template_fd: int | None = None
+        self.cgroups: Cgroups | None = None
         self.selector = selectors.DefaultSelector()
         self.runs: set[Run] = set()
         self.waiting: deque[Run] = deque()
@@ -154,6 +157,31 @@ class Server:
 
     # --- choosing the plan by trial -----------------------------------------------------------
 
+    def set_up_cgroups(self) -> list[str]:
+        """Per-slot cgroups, if the host lets this process create and join them; notes otherwise."""
+        if "cgroup" in self.config.get("disabled_layers", ()) or not linux.AVAILABLE:
+            return []
+        cgroups, reason = Cgroups.create(self.pid)
+        if cgroups is None:
+            return [reason]
+        pid = linux.raw_fork()
+        if pid == 0:  # can a child join (and leave) a slot's cgroups?
+            code = 0
+            try:
+                for procs in cgroups.slot_procs(SLOTS - 1):
+                    with open(procs, "w") as f:
+                        f.write("0")
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            cgroups.remove()
+            return ["cgroup: a child could not join its cgroup"]
+        self.cgroups = cgroups
+        return []
+
     def choose_plan(self) -> tuple[isolation.Plan, list[str]]:
         is_root = os.geteuid() == 0
         expose = isolation.interpreter_dirs()
@@ -171,6 +199,7 @@ class Server:
             except OSError as exc:
                 notes.append(f"{plan.describe()}: {exc}")
                 continue
+            plan.cgroup = self.cgroups is not None
             error = self._trial()
             if error is None:
                 return plan, notes
@@ -239,6 +268,9 @@ class Server:
         self._drop_warm_chains()
         if self._work_root:
             shutil.rmtree(self._work_root, ignore_errors=True)
+        if self.cgroups is not None:
+            self._reap()
+            self.cgroups.remove()
 
     def _next_timeout(self) -> float | None:
         clocks = [c for run in self.runs for c in run.clocks()]
@@ -381,6 +413,9 @@ class Server:
         chain = Chain(slot, uid, workdir, host_workdir)
         env = program_env(workdir)
         setup = child.Setup(workdir=workdir, uid=uid, env=env, template_fd=self.template_fd)
+        if self.cgroups is not None:
+            setup.cgroup_procs = self.cgroups.slot_procs(slot)
+            chain.oom_base = self.cgroups.oom_kills(slot)
         fds = chain.open_pipes()
         try:
             pid = linux.raw_fork()  # the server is single-threaded, and the supervisor runs no user code
@@ -461,6 +496,13 @@ class Server:
     def _start(self, run: Run, chain: Chain) -> None:
         self.active += 1
         run.start(chain)
+        if self.cgroups is not None:
+            request = run.request
+            max_processes = int(request.get("max_processes") or 64) + 3  # + supervisor, init, program
+            try:
+                self.cgroups.set_limits(chain.slot, request.get("memory_mb"), max_processes)
+            except OSError as exc:  # e.g. the waiting tree already uses more than the new limit
+                print(f"sandbox: could not set cgroup limits: {exc}", file=sys.stderr)
         for fd in chain.read_fds():
             self.selector.register(fd, selectors.EVENT_READ, (run, self._on_pipe))
         if chain.write_stdin():
@@ -530,6 +572,8 @@ class Server:
             return
         if not run.replied and run.ready_to_reply(self.pid_ns, time.monotonic()):
             run.replied = True
+            if self.cgroups is not None:
+                run.chain.oom_killed = self.cgroups.oom_kills(run.chain.slot) > run.chain.oom_base
             if not run.cancelled:
                 error = run.chain.setup_error()
                 if error and not run.timed_out:
@@ -595,6 +639,11 @@ class Server:
     def _sweep(self, chain: Chain) -> None:
         with contextlib.suppress(OSError):
             os.killpg(chain.pid, signal.SIGKILL)
+        if self.cgroups is not None:
+            for _ in range(3):
+                for pid in self.cgroups.pids(chain.slot):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         if chain.uid is None:
             return
         helper = os.fork()
