@@ -31,7 +31,7 @@ class Rate(BaseModel):
 
 
 class DiffRate(BaseModel):
-    """A difference of two paired rates, with a normal-approximation 95% interval."""
+    """A difference of two paired rates (last − first attempt on the same runs), with a 95% interval."""
 
     value: float
     low: float
@@ -72,14 +72,31 @@ def wilson(successes: int, n: int, z: float = 1.96) -> Rate:
 
 
 def paired_difference(first: Sequence[bool], last: Sequence[bool], z: float = 1.96) -> DiffRate:
+    """``mean(last) - mean(first)`` on the same runs, with Newcombe's paired score interval.
+
+    Built from the two Wilson intervals and the (continuity-corrected) correlation of the pairs
+    (Newcombe 1998, method 10), so it stays inside [-1, 1] and keeps a sensible width when every
+    pair agrees, where a normal approximation collapses to a zero-width interval.
+    """
     n = len(first)
     if n == 0:
         return DiffRate(value=0.0, low=0.0, high=0.0, n=0)
-    diffs = [int(b) - int(a) for a, b in zip(first, last, strict=True)]
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
-    half = z * math.sqrt(var / n)
-    return DiffRate(value=mean, low=mean - half, high=mean + half, n=n)
+    pairs = list(zip(first, last, strict=True))
+    both = sum(a and b for a, b in pairs)
+    lost = sum(a and not b for a, b in pairs)  # right first, wrong last
+    gained = sum(not a and b for a, b in pairs)
+    neither = n - both - lost - gained
+    p1, p2 = (both + lost) / n, (both + gained) / n
+    r1, r2 = wilson(both + lost, n, z), wilson(both + gained, n, z)
+    product = (both + lost) * (gained + neither) * (both + gained) * (lost + neither)
+    agree = both * neither - lost * gained
+    if agree > 0:  # Newcombe's correction: without it, identical pairs give a zero-width interval
+        agree = max(agree - n / 2, 0.0)
+    phi = agree / math.sqrt(product) if product else 0.0
+    below = math.sqrt(max(0.0, (p2 - r2.low) ** 2 - 2 * phi * (p2 - r2.low) * (r1.high - p1) + (r1.high - p1) ** 2))
+    above = math.sqrt(max(0.0, (r2.high - p2) ** 2 - 2 * phi * (r2.high - p2) * (p1 - r1.low) + (p1 - r1.low) ** 2))
+    value = p2 - p1
+    return DiffRate(value=value, low=max(-1.0, value - below), high=min(1.0, value + above), n=n)
 
 
 def normalize_answer(text: str) -> str:

@@ -1,0 +1,412 @@
+"""One self-contained HTML page about a run directory: training curves, before/after evaluation,
+transition matrices, tool use, and a browsable sample of trajectories.
+
+    run_dir/
+      train_log.jsonl          one JSON object per training step (step, reward_mean, acc_t1, ...)
+      eval_before/, eval_after/  each eval.json + trajectories.jsonl, as `anchorloop eval --out` writes
+      *.jsonl                  otherwise: any trajectory files
+
+Every piece is optional; a section whose input is missing says so. The plots are embedded in the
+page as data URIs and also written to ``run_dir/plots/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from training.eval import BASELINE, COLUMNS, EVAL_FILE, EvalReport, EvalRow, eval_rows, format_rate
+from training.metrics import CORRECT
+from training.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.jsonl"
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+ORDER = {"before": 0, "after": 2}  # other evaluations sit between the two
+
+
+@dataclass
+class Evaluation:
+    """One evaluation found in the run dir, with its rows computed or read from eval.json."""
+
+    label: str
+    source: Path
+    report: EvalReport | None = None
+    trajectories: dict[str, list[Trajectory]] = field(default_factory=dict)
+    rows: list[EvalRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def write_report(run_dir: str | Path, *, sample: int = 24) -> Path:
+    """Write ``run_dir/report.html`` (and ``run_dir/plots/*.png``); returns the HTML's path.
+
+    ``sample``: how many trajectories to show per evaluation (changed answers first).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"No run directory at {run_dir} (resolved to {run_dir.resolve()}).")
+    figures = Figures(run_dir / PLOTS_DIR)
+    steps = read_train_log(run_dir / TRAIN_LOG)
+    evaluations = find_evaluations(run_dir)
+    latest = _latest_training_rollouts(run_dir)
+    body = [
+        _overview(run_dir, steps, evaluations),
+        _training_section(steps, figures),
+        _evaluation_section(evaluations, figures),
+        _tools_section(steps, figures),
+        _trajectories_section(evaluations + ([latest] if latest else []), sample),
+    ]
+    path = run_dir / REPORT_FILE
+    path.write_text(PAGE.format(title=html.escape(f"anchorloop report · {run_dir.resolve().name}"),
+                                css=CSS, body="\n".join(body)), encoding="utf-8")
+    return path
+
+
+# -- reading the run dir -----------------------------------------------------------------------------
+
+
+def read_train_log(path: Path) -> list[dict[str, Any]] | None:
+    """The log's records (``None`` without a file); lines that are not JSON objects are skipped."""
+    if not path.is_file():
+        return None
+    records, skipped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("%s: skipped %d lines that are not JSON objects", path, skipped)
+    return records
+
+
+def find_evaluations(run_dir: Path) -> list[Evaluation]:
+    """``eval.json`` in the run dir or its ``eval*`` subdirs; failing that, trajectory ``*.jsonl`` files."""
+    dirs = [run_dir] if (run_dir / EVAL_FILE).is_file() else []
+    dirs += [d for d in sorted(run_dir.glob("eval*")) if d.is_dir() and (d / EVAL_FILE).is_file()]
+    found = [_read_eval_dir(d, run_dir) for d in dirs]
+    if not found:
+        for path in sorted(run_dir.glob("*.jsonl")):
+            if path.name != TRAIN_LOG and (evaluation := _read_trajectory_file(path)) is not None:
+                found.append(evaluation)
+    return sorted(found, key=lambda e: ORDER.get(e.label, 1))
+
+
+def _read_eval_dir(directory: Path, run_dir: Path) -> Evaluation:
+    from training.eval import TRAJECTORIES_FILE, load_trajectories
+
+    label = directory.name.removeprefix("eval_") if directory != run_dir else "eval"
+    evaluation = Evaluation(label=label, source=directory)
+    try:
+        evaluation.report = EvalReport.model_validate_json((directory / EVAL_FILE).read_text(encoding="utf-8"))
+        evaluation.rows = evaluation.report.rows
+    except ValueError as exc:
+        evaluation.problems.append(f"{directory / EVAL_FILE} could not be read ({_first_line(exc)}).")
+    jsonl = directory / TRAJECTORIES_FILE
+    if jsonl.is_file():
+        try:
+            evaluation.trajectories = {k or BASELINE: v for k, v in load_trajectories(jsonl).items()}
+        except (ValueError, OSError) as exc:
+            evaluation.problems.append(f"{jsonl} could not be read ({_first_line(exc)}).")
+    else:
+        evaluation.problems.append(f"No {TRAJECTORIES_FILE} in {directory}: no trajectories to show.")
+    if not evaluation.rows and evaluation.trajectories:
+        evaluation.rows = eval_rows(evaluation.trajectories)
+    return evaluation
+
+
+def _read_trajectory_file(path: Path) -> Evaluation | None:
+    from training.eval import load_trajectories
+
+    try:
+        grouped = {k or BASELINE: v for k, v in load_trajectories(path).items()}
+    except (ValueError, OSError):
+        log.info("%s is not a trajectory file; skipped", path)
+        return None
+    if not grouped:
+        return None
+    return Evaluation(label=path.stem, source=path, trajectories=grouped, rows=eval_rows(grouped))
+
+
+def _latest_training_rollouts(run_dir: Path) -> Evaluation | None:
+    """The rollouts of the last training step that saved them (``trajectories/step_*.jsonl``)."""
+    files = sorted((run_dir / "trajectories").glob("step_*.jsonl"))
+    latest = _read_trajectory_file(files[-1]) if files else None
+    if latest is not None:
+        latest.label = f"training rollouts, {files[-1].stem.replace('_', ' ')}"
+    return latest
+
+
+def _overall(rows: list[EvalRow]) -> list[EvalRow]:
+    """Per configuration, the row across all envs (the only env's row when there is one)."""
+    by_config: dict[str, EvalRow] = {}
+    for row in rows:
+        if row.config not in by_config or row.env == "all":
+            by_config[row.config] = row
+    return list(by_config.values())
+
+
+# -- sections ----------------------------------------------------------------------------------------
+
+
+class Figures:
+    """Writes each PNG into the plots dir and hands back an ``<img>`` that embeds it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def img(self, name: str, data: bytes, alt: str) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / f"{name}.png").write_bytes(data)
+        encoded = base64.b64encode(data).decode("ascii")
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> str:
+    from training.plots import line_plot, series_from_log
+
+    parts = ["<h2>Training</h2>"]
+    if steps is None:
+        return parts[0] + _note(f"No training log ({TRAIN_LOG}) in this run directory: no training curves.")
+    if not steps:
+        return parts[0] + _note(f"{TRAIN_LOG} holds no records yet.")
+    plots = [  # (file, title, keys → labels, rates?, say so when missing?)
+        ("reward", "Mean reward", {"reward_mean": "reward"}, False, True),
+        ("accuracy", "Accuracy per attempt (training rollouts)", {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2"},
+         True, True),
+        ("changes", "Answer changes (training rollouts)", {"delta_i_to_c": "Δi→c", "delta_c_to_i": "Δc→i"},
+         True, False),
+        ("signal", "Groups with no learning signal (all rewards equal)", {"no_signal_fraction": "no signal"},
+         True, True),
+    ]
+    xs, _ = series_from_log(steps, {})
+    stage2 = next((x for x, r in zip(xs, steps) if r.get("stage") == 2), None)
+    marks = [(stage2, "Stage II")] if stage2 is not None and any(r.get("stage") == 1 for r in steps) else []
+    for name, title, keys, unit, required in plots:
+        xs, series = series_from_log(steps, keys)
+        if series:
+            figure = line_plot(title, xs, series, unit_interval=unit, smooth=True, marks=marks)
+            parts.append(figures.img(name, figure, title))
+        elif required:
+            parts.append(_note(f"{TRAIN_LOG} has no {' / '.join(f'<code>{k}</code>' for k in keys)} values."))
+    return "\n".join(parts)
+
+
+def _tools_section(steps: list[dict[str, Any]] | None, figures: Figures) -> str:
+    from training.plots import line_plot, series_from_log
+
+    head = "<h2>Tool use over training</h2>"
+    if not steps:
+        return head + _note(f"No training records ({TRAIN_LOG}): no tool-use curves.")
+    xs, series = series_from_log(steps, {"tool_use_rate": "runs with a tool call", "tool_error_rate": "failed calls"})
+    if not series:
+        return head + _note(f"{TRAIN_LOG} has no <code>tool_use_rate</code> / <code>tool_error_rate</code> values.")
+    return head + figures.img("tools", line_plot("Tool use", xs, series, unit_interval=True), "Tool use")
+
+
+def _evaluation_section(evaluations: list[Evaluation], figures: Figures) -> str:
+    from training.plots import attempt_bars, transition_matrices
+
+    parts = ["<h2>Evaluation</h2>"]
+    if not evaluations:
+        return parts[0] + _note("No evaluation found: expected eval_before/ and eval_after/ (each with "
+                                "eval.json and trajectories.jsonl, as `anchorloop eval --out DIR` writes) "
+                                "or *.jsonl trajectory files.")
+    labels = [e.label for e in evaluations]
+    if "before" in labels and "after" not in labels:
+        parts.append(_note("No eval_after/ yet: showing the evaluation before training only."))
+    if "after" in labels and "before" not in labels:
+        parts.append(_note("No eval_before/: nothing to compare the evaluation after training with."))
+    for e in evaluations:
+        parts += [_note(html.escape(p)) for p in e.problems]
+    parts.append(_metrics_table(evaluations))
+    before = next((e for e in evaluations if e.label == "before"), None)
+    after = next((e for e in evaluations if e.label == "after"), None)
+    if before and after:
+        parts.append(_change_table(before.rows, after.rows))
+    overall = [(e.label, row) for e in evaluations for row in _overall(e.rows)]
+    if overall:
+        name = lambda label, row: label if row.config == BASELINE else f"{label} · {row.config}"  # noqa: E731
+        bars = [(name(label, r), {"Acc@t1": _triple(r.metrics.acc_t1), "Acc@t2": _triple(r.metrics.acc_t2)})
+                for label, r in overall]
+        parts.append(figures.img("attempts", attempt_bars(bars), "Accuracy per attempt"))
+        panels = [(name(label, r), r.transitions.matrix()) for label, r in overall[:9]]
+        parts.append("<h3>Transitions between attempt 1 and the last attempt</h3>")
+        parts.append(figures.img("transitions", transition_matrices(panels), "Transition matrices"))
+    return "\n".join(parts)
+
+
+def _triple(rate: Any) -> tuple[float, float, float]:
+    return (rate.value, rate.low, rate.high) if rate.n else (math.nan, math.nan, math.nan)
+
+
+def _metrics_table(evaluations: list[Evaluation]) -> str:
+    heads = "".join(f"<th>{h}</th>" for h in ("evaluation", "env", "config", "n", *(c for c, _ in COLUMNS), "turns"))
+    lines = []
+    for e in evaluations:
+        for row in e.rows:
+            cells = []
+            for _, key in COLUMNS:
+                value, interval = format_rate(getattr(row.metrics, key))
+                cells.append(f"<td>{value}<br><small>{interval}</small></td>")
+            cls = ' class="all"' if row.env == "all" else ""
+            lines.append(f"<tr{cls}><td>{html.escape(e.label)}</td><td>{html.escape(row.env)}</td>"
+                         f"<td>{html.escape(row.config)}</td><td>{row.metrics.n}</td>{''.join(cells)}"
+                         f"<td>{row.metrics.mean_turns:.1f}</td></tr>")
+    meta = "".join(f"<li><b>{html.escape(e.label)}</b>: {_describe(e)}</li>" for e in evaluations)
+    return (f"<ul class='meta'>{meta}</ul><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
+            "</tbody></table><p class='hint'>Rates in %, 95% intervals underneath (Wilson; Δ: Newcombe paired).</p>")
+
+
+def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
+    old = {(r.env, r.config): r for r in before}
+    lines = []
+    for row in after:
+        if (prior := old.get((row.env, row.config))) is None:
+            continue
+        cells = []
+        for _, key in COLUMNS:
+            a, b = getattr(prior.metrics, key), getattr(row.metrics, key)
+            diff = 100 * (b.value - a.value) if a.n and b.n else None
+            cls = "" if diff is None or abs(diff) < 0.05 else (" class='up'" if diff > 0 else " class='down'")
+            cells.append(f"<td{cls}>{'–' if diff is None else f'{diff:+.1f}'}</td>")
+        lines.append(f"<tr><td>{html.escape(row.env)}</td><td>{html.escape(row.config)}</td>{''.join(cells)}</tr>")
+    if not lines:
+        return _note("The evaluations before and after share no env × configuration to compare.")
+    heads = "".join(f"<th>{h}</th>" for h in ("env", "config", *(c for c, _ in COLUMNS)))
+    return (f"<h3>After − before (percentage points)</h3><table><thead><tr>{heads}</tr></thead>"
+            f"<tbody>{''.join(lines)}</tbody></table>")
+
+
+def _describe(e: Evaluation) -> str:
+    if e.report is None:
+        return html.escape(str(e.source))
+    r = e.report
+    configs = ", ".join(c.name for c in r.configs)
+    return html.escape(f"{r.model or 'model ?'} · envs {', '.join(r.envs)} · split {r.split} · n {r.n or 'all'} · "
+                       f"seed {r.seed} · configurations {configs} · {r.created}")
+
+
+def _overview(run_dir: Path, steps: list[dict[str, Any]] | None, evaluations: list[Evaluation]) -> str:
+    found = [f"{len(steps)} training steps" if steps else f"no {TRAIN_LOG}"]
+    found += [f"evaluation “{e.label}” ({sum(map(len, e.trajectories.values()))} trajectories)" for e in evaluations]
+    when = datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (f"<h1>anchorloop report · {html.escape(run_dir.resolve().name)}</h1>"
+            f"<p class='hint'>{html.escape(str(run_dir.resolve()))} · written {when} · "
+            f"{html.escape('; '.join(found))}</p>")
+
+
+# -- trajectories ------------------------------------------------------------------------------------
+
+KINDS = {(True, True): ("right → right", "rr"), (True, False): ("right → wrong", "rw"),
+         (False, True): ("wrong → right", "wr"), (False, False): ("wrong → wrong", "ww")}
+PRIORITY = {"wr": 0, "rw": 1, "ww": 2, "rr": 3}
+ROLE_LABELS = {"user": "question", "assistant": "model", "tool": "tool", "verify": "verify request",
+               "feedback": "format feedback"}
+ACTION = re.compile(r"(<tool_call>.*?</tool_call>|```.*?```)", re.DOTALL)
+
+
+def _kind(t: Trajectory) -> tuple[str, str]:
+    right = [(a.score or 0.0) >= CORRECT for a in t.attempts] or [False]
+    return KINDS[right[0], right[-1]]
+
+
+def _trajectories_section(evaluations: list[Evaluation], sample: int) -> str:
+    head = "<h2>Trajectories</h2>"
+    groups = [(e.label, config, ts) for e in evaluations for config, ts in e.trajectories.items() if ts]
+    if not groups:
+        return head + _note("No trajectories to show.")
+    parts = [head, "<p class='hint'>A sample per evaluation: changed answers first, then the rest. "
+             "Click a run to open it.</p>"]
+    for e in evaluations:
+        configs = [(c, ts) for c, ts in e.trajectories.items() if ts]
+        share = max(1, sample // max(len(configs), 1))
+        for config, trajectories in configs:
+            chosen = sorted(trajectories, key=lambda t: PRIORITY[_kind(t)[1]])[:share]
+            title = e.label if config == BASELINE else f"{e.label} · {config}"
+            parts.append(f"<h3>{html.escape(title)} <small>({len(chosen)} of {len(trajectories)})</small></h3>")
+            parts += [_trajectory_html(t) for t in chosen]
+    return "\n".join(parts)
+
+
+def _trajectory_html(t: Trajectory) -> str:
+    kind, cls = _kind(t)
+    answers = " → ".join(f"{a.answer!r} {'✓' if (a.score or 0) >= CORRECT else '✗'}" for a in t.attempts)
+    summary = (f"<span class='badge {cls}'>{kind}</span> {html.escape(f'{t.env}/{t.task_id}')} · "
+               f"{html.escape(answers or '(no answer)')} · turns {t.turns} · tool calls {t.tool_calls}")
+    messages = "".join(_message_html(m) for m in t.messages) or _note("(no messages recorded)")
+    foot = html.escape(f"stop: {t.stop_reason or '?'} · {t.tool_errors} tool errors · {t.parse_errors} "
+                       f"parse errors · {t.num_model_tokens} model tokens · {t.timings.total_s:.1f} s")
+    return f"<details><summary>{summary}</summary>{messages}<p class='hint'>{foot}</p></details>"
+
+
+def _message_html(message: dict[str, Any]) -> str:
+    role = str(message.get("role", "?"))
+    label = ROLE_LABELS.get(role, role)
+    if role == "tool":
+        args = json.dumps(message.get("arguments", {}), ensure_ascii=False)
+        label = f"{message.get('name', 'tool')}({args})" + (" ✗ error" if message.get("error") else "")
+    content = str(message.get("content", ""))
+    body = _highlight_actions(content) if role == "assistant" else html.escape(content)
+    error = " error" if message.get("error") else ""
+    css_role = role if role in ROLE_LABELS else "other"
+    return (f"<div class='msg {css_role}{error}'><div class='role'>{html.escape(label)}</div>"
+            f"<pre>{body}</pre></div>")
+
+
+def _highlight_actions(text: str) -> str:
+    """Escape the model's text, marking the tool calls and code blocks in it."""
+    pieces = ACTION.split(text)
+    return "".join(f"<span class='call'>{html.escape(p)}</span>" if i % 2 else html.escape(p)
+                   for i, p in enumerate(pieces))
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{text}</p>"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
+<body>
+{body}
+</body></html>
+"""
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+img { max-width: 100%; display: block; margin: .8em 0; } small { color: #777; } summary { cursor: pointer; }
+table { border-collapse: collapse; font-size: 12.5px; margin: .6em 0; } th { background: #f4f4f4; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; } td:nth-child(-n+3) { text-align: left; }
+tr.all { font-weight: 600; background: #fafafa; } td.up { color: #1a7f37; } td.down { color: #c62828; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .4em .8em; } .hint, .meta { color: #666; }
+details { border: 1px solid #ddd; border-radius: 4px; margin: .4em 0; padding: .3em .6em; }
+.badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white; }
+.badge.wr { background: #1a7f37; } .badge.rw { background: #c62828; } .badge.rr { background: #6b8e6b; }
+.badge.ww { background: #8d6e63; } .msg { margin: .4em 0; border-left: 4px solid #bbb; padding: .2em .6em; }
+.msg .role { font-size: 11px; text-transform: uppercase; color: #555; font-weight: 600; }
+.msg pre { margin: .2em 0; white-space: pre-wrap; word-break: break-word; font-size: 12.5px; }
+.msg.user { border-color: #0288d1; background: #f1f8fd; } .msg.assistant { border-color: #555; }
+.msg.tool { border-color: #f0b400; background: #fffbea; } .msg.verify { border-color: #8e24aa; background: #f7eefa; }
+.msg.tool.error, .msg.feedback { border-color: #c62828; background: #fdecea; }
+.call { background: #fff3c4; outline: 1px solid #f0d264; }
+"""
