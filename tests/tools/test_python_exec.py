@@ -291,6 +291,26 @@ def test_server_dies_mid_run_and_the_run_is_retried():
         server.close()
 
 
+def test_a_forked_host_gets_its_own_server(sandbox):
+    assert sandbox.run("pass").ok
+    parent_server = sandbox.server.pid
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the forked copy of this test process
+        try:
+            result = sandbox.run("print('from the fork')")
+            os.write(write, f"{result.stdout.strip()}|{sandbox.server.pid}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1000).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    output, child_server = answer.split("|")
+    assert output == "from the fork" and int(child_server) != parent_server
+    assert sandbox.server.pid == parent_server and sandbox.run("print(1)").ok
+
+
 def test_server_exits_with_its_host():
     script = textwrap.dedent(
         """

@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 from . import protocol
@@ -85,6 +87,7 @@ class ForkServer:
         self._control: socket.socket | None = None
         self._generation = 0
         self._closed = False
+        _instances.add(self)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -153,6 +156,14 @@ class ForkServer:
                 ", ".join(missing),
                 "; ".join(hello.get("notes", [])) or "unknown",
             )
+
+    def _forget_after_fork(self) -> None:
+        """In a forked copy of the host: let go of the parent's server (never stop it from here)."""
+        self._lock = threading.Lock()
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._control.close()
+        self._control = self._proc = None
 
     def _stop_locked(self) -> None:
         control, proc = self._control, self._proc
@@ -279,6 +290,7 @@ def _outcome(message: dict[str, Any]) -> dict[str, Any]:
 
 _shared: dict[str, ForkServer] = {}
 _shared_lock = threading.Lock()
+_instances: weakref.WeakSet[ForkServer] = weakref.WeakSet()
 
 
 def shared_server(**config: Any) -> ForkServer:
@@ -300,13 +312,11 @@ def close_shared_servers() -> None:
 
 
 def _forget_after_fork() -> None:
-    """In a forked copy of the host, drop (without stopping) the parent's servers."""
+    """In a forked copy of the host: each server object starts its own server when next used."""
     global _shared_lock
     _shared_lock = threading.Lock()
-    for server in _shared.values():
-        if server._control is not None:
-            server._control.close()
-    _shared.clear()
+    for server in list(_instances):
+        server._forget_after_fork()
 
 
 atexit.register(close_shared_servers)
