@@ -16,34 +16,21 @@ import gc
 import importlib
 import json
 import os
-import select
 import selectors
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 import traceback
 from collections import deque
 from typing import Any
 
-from . import child, isolation, linux, protocol
-from .cgroups import Cgroups
+from . import child, linux, protocol
 from .runs import Chain, Run, program_env
+from .trees import SLOTS, Trees
 
-UID_BASE = 1_000_000_000
-SLOTS = 256  # per server; uid = UID_BASE + (server pid % 2**22) * SLOTS + slot stays below 2**31
 DRAIN_GRACE_S = 1.0
 MAX_WARM_FAILURES = 3
-TRIAL_CODE = (
-    "import os, sys, wave\n"
-    "for p in sys.path:\n"
-    "    if os.path.isdir(p):\n"
-    "        os.listdir(p)\n"
-    "open(sys.executable, 'rb').close()\n"
-    "print('ok')\n"
-)
 
 
 def main(control_fd: int, config_json: str) -> None:
@@ -54,8 +41,8 @@ def main(control_fd: int, config_json: str) -> None:
     control = socket.socket(fileno=control_fd)
     server = Server(control, config)
     try:
-        notes += server.set_up_cgroups()
-        plan, trial_notes = server.choose_plan()
+        notes += server.trees.set_up_cgroups()
+        notes += server.trees.choose_plan()
     except Exception as exc:
         control.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         raise
@@ -66,13 +53,14 @@ def main(control_fd: int, config_json: str) -> None:
     os.environ.update(program_env("/tmp"))
     gc.collect()
     gc.freeze()  # forked children then leave the server's objects alone: fewer pages get copied
+    plan = server.trees.plan
     hello = {
         "pid": os.getpid(),
         "python": sys.version.split()[0],
         "layers": plan.layers(),
         "plan": plan.describe(),
-        "notes": notes + trial_notes,
-        "uid_range": [server.uid_base, server.uid_base + SLOTS - 1] if plan.uid else None,
+        "notes": notes,
+        "uid_range": [server.trees.uid_base, server.trees.uid_base + SLOTS - 1] if plan.uid else None,
         "max_concurrency": server.max_concurrency,
     }
     control.sendall(json.dumps(hello).encode())
@@ -92,19 +80,12 @@ def _preload(modules: list[str]) -> list[str]:
 class Server:
     def __init__(self, control: socket.socket, config: dict[str, Any]) -> None:
         self.control = control
-        self.config = config
-        self.pid = os.getpid()
-        self.uid_base = UID_BASE + (self.pid % 2**22) * SLOTS
+        self.trees = Trees(config)
         self.warm_target = max(0, int(config.get("warm", 2)))
-        self.max_concurrency = max(
-            1, min(int(config.get("max_concurrency", 8)), SLOTS - self.warm_target - 1)
-        )
+        wanted = int(config.get("max_concurrency", 8))
+        self.max_concurrency = max(1, min(wanted, SLOTS - self.warm_target - 1))
         # Least recently used first, so a uid is reused as late as possible.
         self.free_slots = deque(range(self.max_concurrency + self.warm_target))
-        self.plan = isolation.Plan()
-        self.pid_ns = False
-        self.template_fd: int | None = None
-        self.cgroups: Cgroups | None = None
         self.selector = selectors.DefaultSelector()
         self.runs: set[Run] = set()
         self.waiting: deque[Run] = deque()
@@ -113,126 +94,6 @@ class Server:
         self.active = 0
         self.warm_failures = 0
         self.closing = False
-        self._work_root: str | None = None
-        self._counter = 0
-
-    def use_plan(self, plan: isolation.Plan) -> None:
-        if self.template_fd is not None:
-            os.close(self.template_fd)
-            self.template_fd = None
-        self.plan = plan
-        self.pid_ns = plan.layers()["pid_ns"]
-        if plan.mounts == "as_root":
-            self.template_fd = self._make_template()
-
-    def _make_template(self) -> int:
-        """Build the read-only mount namespace once, in a short-lived child, and keep a handle to it."""
-        ready_r, ready_w = os.pipe()
-        release_r, release_w = os.pipe()
-        pid = linux.raw_fork()
-        if pid == 0:
-            try:
-                os.close(ready_r)
-                os.close(release_w)
-                linux.unshare(linux.CLONE_NEWNS)
-                isolation.build_readonly_view(self.plan)
-                os.write(ready_w, b"ok")
-                os.read(release_r, 1)  # keep the namespace alive until the server holds it
-            except BaseException as exc:
-                with contextlib.suppress(BaseException):
-                    os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
-            finally:
-                os._exit(0)
-        os.close(ready_w)
-        os.close(release_r)
-        try:
-            answer = os.read(ready_r, 4096).decode(errors="replace")
-            if answer != "ok":
-                raise OSError(f"could not build the read-only mount namespace: {answer or 'no answer'}")
-            return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        finally:
-            os.close(ready_r)
-            os.close(release_w)
-            os.waitpid(pid, 0)
-
-    # --- choosing the plan by trial -----------------------------------------------------------
-
-    def set_up_cgroups(self) -> list[str]:
-        """Per-slot cgroups, if the host lets this process create and join them; notes otherwise."""
-        if "cgroup" in self.config.get("disabled_layers", ()) or not linux.AVAILABLE:
-            return []
-        cgroups, reason = Cgroups.create(self.pid)
-        if cgroups is None:
-            return [reason]
-        pid = linux.raw_fork()
-        if pid == 0:  # can a child join (and leave) a slot's cgroups?
-            code = 0
-            try:
-                for procs in cgroups.slot_procs(SLOTS - 1):
-                    with open(procs, "w") as f:
-                        f.write("0")
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            cgroups.remove()
-            return ["cgroup: a child could not join its cgroup"]
-        self.cgroups = cgroups
-        return []
-
-    def choose_plan(self) -> tuple[isolation.Plan, list[str]]:
-        is_root = os.geteuid() == 0
-        expose = isolation.interpreter_dirs()
-        hide = isolation.hidden_dirs(expose, is_root=is_root)
-        tmp_mb = int(self.config.get("tmp_mb", 64))
-        disabled = tuple(self.config.get("disabled_layers", ()))
-        notes = [f"disabled on request: {', '.join(disabled)}"] if disabled else []
-        if not is_root:
-            notes.append(
-                "unprivileged_uid: the server is not root, so programs keep its uid (in a user namespace)"
-            )
-        for plan in isolation.candidate_plans(is_root, expose, hide, tmp_mb, disabled):
-            try:
-                self.use_plan(plan)
-            except OSError as exc:
-                notes.append(f"{plan.describe()}: {exc}")
-                continue
-            plan.cgroup = self.cgroups is not None
-            error = self._trial()
-            if error is None:
-                return plan, notes
-            notes.append(f"{plan.describe()}: {error}")
-        raise RuntimeError("no isolation plan works on this host, not even the bare one: " + "; ".join(notes))
-
-    def _trial(self) -> str | None:
-        """Run a tiny program under the current plan with blocking waits; None when it worked."""
-        run = Run()
-        run.accept_request({"code": TRIAL_CODE, "timeout_s": 10, "memory_mb": None})
-        chain = self._spawn_chain(slot=SLOTS - 1)
-        run.start(chain)
-        os.set_blocking(chain.stdin_fd, True)
-        with contextlib.suppress(OSError):
-            os.write(chain.stdin_fd, chain.pending_stdin)
-        chain.close_fd(chain.stdin_fd)
-        deadline = time.monotonic() + 10
-        while chain.read_fds() and time.monotonic() < deadline:
-            for fd in select.select(chain.read_fds(), [], [], 0.1)[0]:
-                if not chain.read(fd):
-                    chain.close_fd(fd)
-        if chain.read_fds():
-            self._kill(chain)
-        del self.by_pid[chain.pid]
-        _, status = os.waitpid(chain.pid, 0)
-        chain.on_exit(status)
-        self._sweep(chain)
-        result = run.result()
-        chain.close_all()
-        self._remove_workdir(chain)
-        if result["stdout"].strip() == "ok" and result["exit_code"] == 0:
-            return None
-        return (chain.setup_error() or result["stderr"] or f"exit status {status}").strip()[-500:]
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -266,11 +127,8 @@ class Server:
             if refill and not events:  # only when nothing else is waiting to be handled
                 self._add_warm_chain()
         self._drop_warm_chains()
-        if self._work_root:
-            shutil.rmtree(self._work_root, ignore_errors=True)
-        if self.cgroups is not None:
-            self._reap()
-            self.cgroups.remove()
+        self._reap()
+        self.trees.close()
 
     def _next_timeout(self) -> float | None:
         clocks = [c for run in self.runs for c in run.clocks()]
@@ -284,7 +142,7 @@ class Server:
             if not run.exited and not run.timed_out and now >= run.deadline:
                 run.timed_out = True
                 run.ended_at = now
-                self._kill(run.chain)
+                self.trees.kill(run.chain)
             if run.exited and not run.replied and now >= run.drain_deadline:
                 self._progress(run)
 
@@ -319,7 +177,7 @@ class Server:
             run.cancelled = True
             self._close_conn(run)
             if run.chain is not None and not run.exited:
-                self._kill(run.chain)
+                self.trees.kill(run.chain)
             self._forget_if_done(run)
 
     # --- a run's socket -----------------------------------------------------------------------------
@@ -339,7 +197,7 @@ class Server:
             run.cancelled = True
             self._close_conn(run)
             if run.chain is not None and not run.exited:
-                self._kill(run.chain)
+                self.trees.kill(run.chain)
             self._forget_if_done(run)
             return
         if run.request:
@@ -398,46 +256,15 @@ class Server:
 
     # --- process trees --------------------------------------------------------------------------
 
-    def _spawn_chain(self, slot: int | None = None) -> Chain:
-        slot = self.free_slots.popleft() if slot is None else slot
-        uid = self.uid_base + slot if self.plan.uid else None
-        host_workdir = None
-        if self.plan.mounts:
-            workdir = "/tmp"  # the private tmpfs of the run's mount namespace
-        else:
-            self._counter += 1
-            workdir = host_workdir = os.path.join(self._work_root_dir(), f"run-{self._counter}")
-            os.mkdir(workdir, 0o700)
-            if uid is not None:
-                os.chown(workdir, uid, uid)
-        chain = Chain(slot, uid, workdir, host_workdir)
-        env = program_env(workdir)
-        setup = child.Setup(workdir=workdir, uid=uid, env=env, template_fd=self.template_fd)
-        if self.cgroups is not None:
-            setup.cgroup_procs = self.cgroups.slot_procs(slot)
-            chain.oom_base = self.cgroups.oom_kills(slot)
-        fds = chain.open_pipes()
+    def _spawn_chain(self) -> Chain:
+        slot = self.free_slots.popleft()
         try:
-            pid = linux.raw_fork()  # the server is single-threaded, and the supervisor runs no user code
+            chain = self.trees.spawn(slot)
         except OSError:
-            chain.close_all()
-            self._remove_workdir(chain)
             self.free_slots.appendleft(slot)
             raise
-        if pid == 0:
-            try:
-                child.supervise(self.plan, setup, fds, self.pid)
-            finally:
-                os._exit(child.SETUP_FAILED)
-        chain.forked(pid)
-        self.by_pid[pid] = chain
+        self.by_pid[chain.pid] = chain
         return chain
-
-    def _work_root_dir(self) -> str:
-        if self._work_root is None:
-            self._work_root = tempfile.mkdtemp(prefix="anchorloop-sandbox-")
-            os.chmod(self._work_root, 0o711)
-        return self._work_root
 
     def _wants_warm_chain(self) -> bool:
         # Slots number max_concurrency + warm_target, so a warm tree never takes a run's slot.
@@ -469,12 +296,12 @@ class Server:
     def _drop_warm_chains(self) -> None:
         while self.warm:
             chain = self.warm.popleft()
-            self._kill(chain)
+            self.trees.kill(chain)
             if self.by_pid.pop(chain.pid, None) is not None:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(chain.pid, 0)
             chain.close_all()
-            self._remove_workdir(chain)
+            self.trees.remove_workdir(chain)
 
     # --- starting, watching and ending runs -----------------------------------------------------
 
@@ -496,13 +323,7 @@ class Server:
     def _start(self, run: Run, chain: Chain) -> None:
         self.active += 1
         run.start(chain)
-        if self.cgroups is not None:
-            request = run.request
-            max_processes = int(request.get("max_processes") or 64) + 3  # + supervisor, init, program
-            try:
-                self.cgroups.set_limits(chain.slot, request.get("memory_mb"), max_processes)
-            except OSError as exc:  # e.g. the waiting tree already uses more than the new limit
-                print(f"sandbox: could not set cgroup limits: {exc}", file=sys.stderr)
+        self.trees.set_limits(chain, run.request)
         for fd in chain.read_fds():
             self.selector.register(fd, selectors.EVENT_READ, (run, self._on_pipe))
         if chain.write_stdin():
@@ -538,7 +359,7 @@ class Server:
                 return
             chain = self.by_pid.pop(pid, None)
             if chain is None:  # an orphan of some run died: its own children may now be ours
-                self._kill_orphans()
+                self.trees.kill_orphans(self.by_pid)
                 continue
             chain.on_exit(status)
             if chain.run is not None:
@@ -549,31 +370,18 @@ class Server:
     def _supervisor_exited(self, run: Run) -> None:
         chain = run.chain
         run.drain_deadline = time.monotonic() + DRAIN_GRACE_S
-        if run.timed_out or not self.pid_ns:
-            self._sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
-        self._kill_orphans()
+        if run.timed_out or not self.trees.pid_ns:
+            self.trees.sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
+        self.trees.kill_orphans(self.by_pid)
         self._progress(run)
-
-    def _kill_orphans(self) -> None:
-        """Kill every child of this server that is not a supervisor.
-
-        The server is a child subreaper, and so is each run's init: a process whose parent dies
-        is handed to its run's init while the run lasts, and to the server once the run is over.
-        So any such child is a leftover of a finished run (or the init of a killed one), however
-        it daemonized. Its own children come here when it dies, and are killed in turn."""
-        for pid in self._children():
-            if pid not in self.by_pid:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
 
     def _progress(self, run: Run) -> None:
         """Answer the host as soon as the outcome is final; free the slot once the supervisor is gone."""
         if run.chain is None:
             return
-        if not run.replied and run.ready_to_reply(self.pid_ns, time.monotonic()):
+        if not run.replied and run.ready_to_reply(self.trees.pid_ns, time.monotonic()):
             run.replied = True
-            if self.cgroups is not None:
-                run.chain.oom_killed = self.cgroups.oom_kills(run.chain.slot) > run.chain.oom_base
+            self.trees.note_oom(run.chain)
             if not run.cancelled:
                 error = run.chain.setup_error()
                 if error and not run.timed_out:
@@ -592,12 +400,12 @@ class Server:
             with contextlib.suppress(KeyError):
                 self.selector.unregister(fd)
         chain.close_all()
-        self._remove_workdir(chain)
+        self.trees.remove_workdir(chain)
         self.free_slots.append(chain.slot)
 
     def _fail(self, run: Run, exc: Exception) -> None:
         if run.chain is not None and not run.exited:
-            self._kill(run.chain)  # its exit still arrives through the loop and ends the run
+            self.trees.kill(run.chain)  # its exit still arrives through the loop and ends the run
             return
         if not run.replied:
             self._reply_error(run, f"sandbox server error: {type(exc).__name__}: {exc}")
@@ -606,54 +414,3 @@ class Server:
             self.active -= 1
             self._free_chain(run.chain)
         self._forget_if_done(run)
-
-    def _children(self) -> list[int]:
-        try:
-            with open(f"/proc/self/task/{self.pid}/children") as f:
-                return [int(pid) for pid in f.read().split()]
-        except OSError:
-            pass
-        children = []
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as f:
-                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                if ppid == self.pid:
-                    children.append(int(entry))
-        return children
-
-    def _remove_workdir(self, chain: Chain) -> None:
-        if chain.host_workdir:
-            shutil.rmtree(chain.host_workdir, ignore_errors=True)
-            chain.host_workdir = None
-
-    def _kill(self, chain: Chain) -> None:
-        """Kill a whole tree: the supervisor, its process group, and everything its uid owns."""
-        with contextlib.suppress(OSError):
-            os.kill(chain.pid, signal.SIGKILL)
-        self._sweep(chain)
-
-    def _sweep(self, chain: Chain) -> None:
-        with contextlib.suppress(OSError):
-            os.killpg(chain.pid, signal.SIGKILL)
-        if self.cgroups is not None:
-            for _ in range(3):
-                for pid in self.cgroups.pids(chain.slot):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-        if chain.uid is None:
-            return
-        helper = os.fork()
-        if helper == 0:  # kill(-1) as the run's uid reaches every process it owns, wherever it went
-            try:
-                os.setresuid(chain.uid, chain.uid, chain.uid)
-                for _ in range(100):
-                    os.kill(-1, signal.SIGKILL)
-            except BaseException:
-                pass
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
