@@ -11,6 +11,7 @@ once. Results go to stdout and replace the ``## Python sandbox`` section of BENC
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -101,8 +102,12 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
     system = f"{platform.system()} {platform.release()}"
-    return f"{model}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
+    return f"{model}, {os.cpu_count()} cores{memory}, {system}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -153,9 +158,10 @@ def main() -> None:
             SECTION,
             "",
             f"Command: `{command}`  ",
-            f"Date: {datetime.date.today().isoformat()}  ",
+            f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ",
             f"Machine: {machine()}  ",
-            f"Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}  ",
+            f"Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f} "
+            "(other jobs may share the machine)  ",
             f"Isolation layers active in each run: {active}",
             "",
             f"Both sides run `{CODE}` with the same limits: {TIMEOUT_S:g} s timeout, {MEMORY_MB} MB address "
@@ -163,7 +169,8 @@ def main() -> None:
             f"{LIMITS['max_processes']} processes, own session, clean environment, temporary cwd. "
             f"The naive side starts `{Path(sys.executable).name} -c` per call; the fork server forks a "
             f"pre-imported interpreter (kept warm between calls; its cold start took "
-            f"{cold_start_s * 1000:.0f} ms). Latency: {args.runs} sequential calls after a warm-up. "
+            f"{cold_start_s * 1000:.0f} ms). Only the fork-server side gets the isolation layers listed "
+            f"above. Latency: {args.runs} sequential calls after a warm-up. "
             f"Throughput: {args.throughput_runs} calls from {args.concurrency} threads.",
             "",
             *table,
