@@ -4,13 +4,15 @@ A run is three processes: the *supervisor* (forked from the server), the *init* 
 of the run's PID namespace when there is one) and the *program* (the user's code). The layers are
 applied in that order, each in the process where the kernel requires it:
 
-- supervisor: own session; a private mount namespace with a read-only root and a private tmpfs
-  as ``/tmp`` (set up as real root when the server is root, before privileges are dropped);
-  a per-run unprivileged uid; user + network + PID (+ mount) namespaces.
-- init: a fresh ``/proc`` for the new PID namespace; reaps orphans.
-- program: no capabilities, ``no_new_privs``, resource limits.
+- supervisor: own session; its cgroups; a private mount namespace with a read-only root and a
+  private tmpfs as ``/tmp`` (as root: a copy of a read-only template the server built once,
+  joined before privileges are dropped); a per-run unprivileged uid; user + network + PID
+  (+ mount) namespaces.
+- init: a fresh ``/proc`` for the new PID namespace; then no capabilities, ``no_new_privs``;
+  reaps orphans, and kills whatever is left in the namespace when the program ends.
+- program: resource limits, once its job has arrived.
 
-Which combination works is decided once, by trial, in ``server.choose_plan``.
+Which combination works is decided once, by trial, in ``trees.Trees.choose_plan``.
 """
 
 from __future__ import annotations
