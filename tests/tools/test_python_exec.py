@@ -267,6 +267,19 @@ def test_server_is_restarted_after_it_dies():
         server.close()
 
 
+def test_server_is_restarted_when_its_zygote_dies():
+    server = ForkServer()
+    try:
+        sandbox = PythonSandbox(server=server)
+        assert sandbox.run("print(1)").ok
+        first = server.pid
+        os.kill(server.hello["zygote_pid"], signal.SIGKILL)
+        assert _wait_until(lambda: not _alive(first)), "the server shuts down without its zygote"
+        assert sandbox.run("print(2)").stdout == "2\n" and server.pid != first
+    finally:
+        server.close()
+
+
 async def test_server_is_restarted_for_async_callers_too():
     server = ForkServer()
     try:

@@ -354,6 +354,39 @@ def test_parent_environment_secrets_do_not_leak(monkeypatch):
         server.close()
 
 
+async def test_other_runs_are_not_in_the_programs_memory(sandbox):
+    """Trees are forked from a zygote that never held a run: a program cannot find the code or
+    output of runs in flight by walking the interpreter's objects or frames."""
+    marker = f"victim-{time.time_ns()}"
+    victim = asyncio.create_task(
+        sandbox.arun(f"import time\nprint({marker!r}, flush=True)\ntime.sleep(0.8)  # {marker}")
+    )
+    await asyncio.sleep(0.2)
+    await asyncio.gather(*(sandbox.arun("pass") for _ in range(4)))  # new trees are forked meanwhile
+    spy = textwrap.dedent(
+        """
+        import gc, sys
+        text = []
+        frame = sys._getframe()
+        while frame is not None:
+            text.append(repr(frame.f_locals)[:100000])
+            frame = frame.f_back
+        for obj in gc.get_objects():
+            if isinstance(obj, dict):
+                text.append(repr(obj)[:10000])
+            elif hasattr(obj, "__dict__"):
+                text.append(repr(vars(obj))[:10000])
+        print(sum(len(t) for t in text), "victim-" + "%d" % 0 in "".join(text))
+        """
+    )
+    result = await sandbox.arun(
+        spy.replace('"victim-" + "%d" % 0', repr(marker[:7]) + " + " + repr(marker[7:]))
+    )
+    await victim
+    assert result.ok, result.stderr
+    assert result.stdout.split()[1] == "False", "a program found another run's data in its memory"
+
+
 def test_host_processes_are_invisible(sandbox):
     need(sandbox, "fresh_proc")
     result = sandbox.run("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")

@@ -88,6 +88,12 @@ class Chain:
             os.close(fd)
         self._child_ends = []
 
+    def adopt(self, pid: int, fds: list[int]) -> None:
+        """Take a tree forked elsewhere (by the zygote): its pid and the server's ends of its pipes."""
+        self.pid = pid
+        self.stdin_fd, stdout, stderr, self.status_fd = fds
+        self.outputs = {stdout: self.stdout, stderr: self.stderr}
+
     def read_fds(self) -> list[int]:
         return list(self.outputs) + ([self.status_fd] if self.status_fd is not None else [])
 

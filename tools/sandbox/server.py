@@ -28,6 +28,7 @@ from typing import Any
 from . import child, linux, protocol
 from .runs import Chain, Run, program_env
 from .trees import SLOTS, Trees
+from .zygote import Zygote
 
 DRAIN_GRACE_S = 1.0
 MAX_WARM_FAILURES = 3
@@ -53,9 +54,11 @@ def main(control_fd: int, config_json: str) -> None:
     os.environ.update(program_env("/tmp"))
     gc.collect()
     gc.freeze()  # forked children then leave the server's objects alone: fewer pages get copied
+    server.zygote = Zygote(server.trees)
     plan = server.trees.plan
     hello = {
         "pid": os.getpid(),
+        "zygote_pid": server.zygote.pid,
         "python": sys.version.split()[0],
         "layers": plan.layers(),
         "plan": plan.describe(),
@@ -81,6 +84,7 @@ class Server:
     def __init__(self, control: socket.socket, config: dict[str, Any]) -> None:
         self.control = control
         self.trees = Trees(config)
+        self.zygote: Zygote | None = None
         self.warm_target = max(0, int(config.get("warm", 2)))
         wanted = int(config.get("max_concurrency", 8))
         self.max_concurrency = max(1, min(wanted, SLOTS - self.warm_target - 1))
@@ -108,6 +112,7 @@ class Server:
         signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         self.selector.register(wakeup_r, selectors.EVENT_READ, (None, self._on_sigchld))
+        self.selector.register(self.zygote.sock, selectors.EVENT_READ, (None, self._on_zygote))
         self._reap()
         while self.runs or not self.closing:
             refill = self._wants_warm_chain()
@@ -123,10 +128,13 @@ class Server:
                     traceback.print_exc()
                     if isinstance(owner, Run):
                         self._fail(owner, exc)
+            if self.zygote.exits:  # reported while the server waited for a new tree
+                self._on_zygote()
             self._check_clocks()
             if refill and not events:  # only when nothing else is waiting to be handled
                 self._add_warm_chain()
         self._drop_warm_chains()
+        self.zygote.close()
         self._reap()
         self.trees.close()
 
@@ -259,7 +267,7 @@ class Server:
     def _spawn_chain(self) -> Chain:
         slot = self.free_slots.popleft()
         try:
-            chain = self.trees.spawn(slot)
+            chain = self.zygote.spawn(slot)
         except OSError:
             self.free_slots.appendleft(slot)
             raise
@@ -297,9 +305,6 @@ class Server:
         while self.warm:
             chain = self.warm.popleft()
             self.trees.kill(chain)
-            if self.by_pid.pop(chain.pid, None) is not None:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(chain.pid, 0)
             chain.close_all()
             self.trees.remove_workdir(chain)
 
@@ -349,7 +354,8 @@ class Server:
         self._reap()
 
     def _reap(self) -> None:
-        """Collect every exited child: supervisors, and orphans handed to this subreaper."""
+        """Collect this process's exited children: orphans handed to this subreaper, the zygote
+        (fatal), and supervisors whose zygote died before them."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -357,22 +363,50 @@ class Server:
                 return
             if pid == 0:
                 return
-            chain = self.by_pid.pop(pid, None)
-            if chain is None:  # an orphan of some run died: its own children may now be ours
-                self.trees.kill_orphans(self.by_pid)
-                continue
-            chain.on_exit(status)
-            if chain.run is not None:
-                self._supervisor_exited(chain.run)
-            elif chain in self.warm:
-                self._warm_chain_died(chain)
+            if pid in self.by_pid:
+                self._tree_exited(pid, status)
+            elif self.zygote is not None and pid == self.zygote.pid:
+                self._zygote_gone()
+            else:  # an orphan of some run died: its own children may now be ours
+                self.trees.kill_orphans(self._own_children())
+
+    def _on_zygote(self, sock: socket.socket | None = None, mask: int = 0) -> None:
+        exits = self.zygote.take_exits()
+        if exits is None:
+            self._zygote_gone()
+            return
+        for pid, status in exits:
+            self._tree_exited(pid, status)
+
+    def _zygote_gone(self) -> None:
+        """Without its zygote the server cannot start trees: end the runs and exit (the host
+        starts a new server)."""
+        if self.closing:
+            return
+        print("sandbox: the zygote died; the server shuts down", file=sys.stderr)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.zygote.sock)
+        self._shut_down()
+
+    def _own_children(self) -> set[int]:
+        return {self.zygote.pid} if self.zygote is not None else set()
+
+    def _tree_exited(self, pid: int, status: int) -> None:
+        chain = self.by_pid.pop(pid, None)
+        if chain is None:
+            return
+        chain.on_exit(status)
+        if chain.run is not None:
+            self._supervisor_exited(chain.run)
+        elif chain in self.warm:
+            self._warm_chain_died(chain)
 
     def _supervisor_exited(self, run: Run) -> None:
         chain = run.chain
         run.drain_deadline = time.monotonic() + DRAIN_GRACE_S
         if run.timed_out or not self.trees.pid_ns:
             self.trees.sweep(chain)  # without a PID namespace, daemons may outlive the supervisor
-        self.trees.kill_orphans(self.by_pid)
+        self.trees.kill_orphans(self._own_children())
         self._progress(run)
 
     def _progress(self, run: Run) -> None:

@@ -95,6 +95,8 @@ class Trees:
                 continue
             error = self._trial()
             if error is None:
+                if not plan.mounts:
+                    self._work_root_dir()  # made here, so the zygote and the server share it
                 return notes
             notes.append(f"{plan.describe()}: {error}")
         raise RuntimeError("no isolation plan works on this host, not even the bare one: " + "; ".join(notes))
@@ -185,6 +187,7 @@ class Trees:
             setup.cgroup_procs = self.cgroups.slot_procs(slot)
             chain.oom_base = self.cgroups.oom_kills(slot)
         fds = chain.open_pipes()
+        parent = os.getpid()  # the server, or the zygote
         try:
             pid = linux.raw_fork()  # the server is single-threaded, and the supervisor runs no user code
         except OSError:
@@ -193,7 +196,7 @@ class Trees:
             raise
         if pid == 0:
             try:
-                child.supervise(self.plan, setup, fds, self.pid)
+                child.supervise(self.plan, setup, fds, parent)
             finally:
                 os._exit(child.SETUP_FAILED)
         chain.forked(pid)
