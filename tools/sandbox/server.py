@@ -1,11 +1,12 @@
-"""The fork server: a warm interpreter that forks one isolated process tree per run.
+"""The fork server: a warm interpreter that runs each program in its own isolated process tree.
 
 Started by ``client.ForkServer`` as ``python -I -c BOOT <package dir> <control fd> <config json>``
 with a clean environment. It imports common modules once, picks by trial the strongest isolation
-plan the host allows, says hello on the control socket, then serves runs from a single-threaded
-selector loop. While idle it keeps a few process trees forked and fully isolated, each waiting
-for its job on stdin, so that a run starts with one pipe write. When the control socket closes
-(the host exited or shut it down) it kills everything and exits.
+plan the host allows (``trees``), forks the zygote that all trees will be forked from
+(``zygote``), says hello on the control socket, then serves runs from a single-threaded selector
+loop. While idle it keeps a few trees forked and fully isolated, each waiting for its job on
+stdin, so that a run starts with one pipe write. When the control socket closes (the host exited
+or shut it down) it kills everything and exits.
 """
 
 from __future__ import annotations
@@ -316,14 +317,11 @@ class Server:
             if run.cancelled:
                 continue
             try:
-                chain = self._take_warm_chain() or self._spawn_chain()
+                chain = self.warm.popleft() if self.warm else self._spawn_chain()
             except OSError as exc:  # e.g. fork failed: the host is out of processes or memory
                 self._reply_error(run, f"could not start the program: {type(exc).__name__}: {exc}")
                 continue
             self._start(run, chain)
-
-    def _take_warm_chain(self) -> Chain | None:
-        return self.warm.popleft() if self.warm else None
 
     def _start(self, run: Run, chain: Chain) -> None:
         self.active += 1
