@@ -151,8 +151,8 @@ class ForkServer:
         missing = [name for name in missing if name not in self.config["disabled_layers"]]
         if missing:
             log.warning(
-                "this host does not allow some sandbox layers (%s); programs still run in their own "
-                "session with resource limits. Why: %s",
+                "sandbox layers not available on this host: %s (programs still get the other layers, "
+                "see PythonSandbox.isolation). Why: %s",
                 ", ".join(missing),
                 "; ".join(hello.get("notes", [])) or "unknown",
             )
