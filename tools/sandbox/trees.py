@@ -24,6 +24,7 @@ from .runs import Chain, Run, program_env
 UID_BASE = 1_000_000_000
 SLOTS = 256  # per server; uid = UID_BASE + (server pid % 2**22) * SLOTS + slot stays below 2**31
 TRIAL_SLOT = SLOTS - 1
+WORK_ROOT_PREFIX = "anchorloop-sandbox-"
 TRIAL_CODE = (
     "import os, sys, wave\n"
     "for p in sys.path:\n"
@@ -281,7 +282,8 @@ class Trees:
 
     def _work_root_dir(self) -> str:
         if self._work_root is None:
-            self._work_root = tempfile.mkdtemp(prefix="anchorloop-sandbox-")
+            _remove_stale_work_roots()
+            self._work_root = tempfile.mkdtemp(prefix=f"{WORK_ROOT_PREFIX}{self.pid}-")
             os.chmod(self._work_root, 0o711)
         return self._work_root
 
@@ -290,3 +292,12 @@ class Trees:
             shutil.rmtree(self._work_root, ignore_errors=True)
         if self.cgroups is not None:
             self.cgroups.remove()
+
+
+def _remove_stale_work_roots() -> None:
+    """Work directories of servers that were killed before they could clean up."""
+    base = tempfile.gettempdir()
+    for entry in os.scandir(base):
+        pid = entry.name.removeprefix(WORK_ROOT_PREFIX).split("-")[0]
+        if entry.name.startswith(WORK_ROOT_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(entry.path, ignore_errors=True)
