@@ -52,10 +52,27 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``["level=3", "name=x"]`` → ``{"level": 3, "name": "x"}`` (values parsed as JSON when they can be)."""
+    import json
+
+    parsed: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-arg takes KEY=VALUE, got {pair!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
 @app.command()
 @friendly_errors
 def run(
     env: Annotated[str, typer.Option(help="See `anchorloop envs`, or jsonl:PATH.")] = "arithmetic",
+    env_arg: Annotated[list[str] | None, typer.Option(help="Env option KEY=VALUE (repeatable), e.g. level=3.")] = None,
     n: Annotated[int, typer.Option(min=1, help="Number of tasks.")] = 4,
     split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
     seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
@@ -74,7 +91,8 @@ def run(
     from training.runner import run_env
     from training.trajectory import save_jsonl
 
-    result = run_env(env, n=n, split=split, seed=seed, model=model, protocol=protocol, max_turns=max_turns,
+    result = run_env(env, env_kwargs=parse_env_args(env_arg), n=n, split=split, seed=seed, model=model,
+                     protocol=protocol, max_turns=max_turns,
                      self_correct=self_correct, temperature=temperature, generations=generations,
                      console=console)
     if not quiet:
