@@ -31,6 +31,7 @@ from agent.sampling import sample_rows
 log = logging.getLogger(__name__)
 
 _STOP_TAIL_TOKENS = 24  # stop strings are matched in the decoded tail of this many tokens
+_MIN_SHARED_PREFIX = 32  # shorter common prefixes are not worth a separate forward pass
 
 
 @dataclass
@@ -227,6 +228,7 @@ class HFPolicy:
     def _admit(self, joiners: list[_Request]) -> None:
         """Prefill the joiners in one batch (reusing cached prefixes), sample their first token."""
         device = self.device
+        self._share_common_prefix(joiners)
         prefixes = [self.prefix_cache.lookup(r.prompt_ids) for r in joiners]
         prefix_len = max(n for n, _ in prefixes)
         rest = [r.prompt_ids[n:] for r, (n, _) in zip(joiners, prefixes)]
@@ -264,6 +266,23 @@ class HFPolicy:
         self._rows = self._rows + joiners
         self._kv, self._mask, self._positions = kv, mask, next_positions
         self._take_samples(logits, joiners, offset=len(self._rows) - rows)
+
+    def _share_common_prefix(self, joiners: list[_Request]) -> None:
+        """Encode the joiners' common prefix once (typically system prompt and exemplars) when the cache
+        does not have it yet, instead of once per row."""
+        if len(joiners) < 2:
+            return
+        common = _common_prefix_length([r.prompt_ids for r in joiners])
+        common = min(common, min(len(r.prompt_ids) for r in joiners) - 1)
+        if common < _MIN_SHARED_PREFIX or self.prefix_cache.lookup(joiners[0].prompt_ids[: common + 1])[0] >= common:
+            return
+        ids = joiners[0].prompt_ids[:common]
+        tokens = torch.tensor([ids], device=self.device)
+        mask = torch.ones_like(tokens)
+        positions = torch.arange(common, device=self.device)[None]
+        _, kv = self._forward(tokens, mask, positions, [])
+        self.stats.prefill_tokens += common
+        self.prefix_cache.put(ids, kv)
 
     def _decode_step(self) -> None:
         device = self.device
@@ -330,6 +349,17 @@ class HFPolicy:
             if not r.future.done():
                 r.future.set_exception(error)
         self._rows, self._kv, self._mask, self._positions = [], [], None, None
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    first = sequences[0]
+    length = min(len(seq) for seq in sequences)
+    for seq in sequences[1:]:
+        n = 0
+        while n < length and seq[n] == first[n]:
+            n += 1
+        length = n
+    return length
 
 
 def _template_kv(prefixes: list[tuple[int, KV | None]]) -> KV:
