@@ -19,7 +19,7 @@ $(STAMP):
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
-	$(BIN)/anchorloop run --env arithmetic --n 4
+	$(BIN)/anchorloop demo
 
 test: setup
 	$(BIN)/pytest

@@ -129,6 +129,25 @@ def train(
 
 @app.command()
 @friendly_errors
+def demo(
+    config: Annotated[Path, typer.Option(help="The run config.")] = Path("configs/quickstart.toml"),
+    output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/demo-DATE-TIME).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+) -> None:
+    """The whole loop: evaluate → train to self-correct → evaluate → report (≈15 min on 2 CPU cores)."""
+    import time
+
+    from training.config import load_config
+    from training.demo import run_demo
+
+    overrides = {"output_dir": output_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), "training.steps": steps,
+                 "model.name": model}
+    run_demo(load_config(config, {k: v for k, v in overrides.items() if v is not None}), console)
+
+
+@app.command()
+@friendly_errors
 def chat(
     model: Model = "smollm2-135m",
     tools: Annotated[list[str] | None, typer.Option("--tool", "-t", help="A tool to offer (repeatable): "
