@@ -115,6 +115,8 @@ class AgentRollout:
             "stage": 1 if step < getattr(trainer, "stage1_steps", 0) else 2,
         }
         self.last_stats = stats
+        if not trainer.accelerator.is_main_process:  # with several processes, process 0 writes the log
+            return
         with (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(stats) + "\n")
         save_jsonl(trajectories, self.run_dir / "trajectories" / f"step_{step:05d}.jsonl")
