@@ -11,8 +11,8 @@ import time
 
 def _chat(db, *extra, stdin=subprocess.PIPE):
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "chat", "--model", "tiny-random", "--max-turns", "2", "--max-new-tokens", "16",
-         "--db", str(db),
+        [sys.executable, "-m", "agent.cli", "chat", "--model", "tiny-random", "--max-turns", "2",
+         "--max-new-tokens", "16", "--db", str(db),
          "--tool", "python", *extra],
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "COLUMNS": "200"},
