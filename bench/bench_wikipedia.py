@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         "hit1": hit1,
         "hit5": hit5,
         "ranking_n": len(with_description),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     python = Path(sys.executable)
     python_name = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else "python"
