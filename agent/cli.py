@@ -23,7 +23,8 @@ app = typer.Typer(
 console = Console()
 
 Model = Annotated[str, typer.Option(help="'smollm2-135m' (embedded), 'tiny-random', a local path, a hub id.")]
-Protocol = Annotated[str, typer.Option(help="How tool calls are written: 'code' (```python) or 'json'.")]
+Protocol = Annotated[str, typer.Option(help="How tool calls are written: 'code' (```python), 'json', or "
+                                              "'auto' (code when the python tool is there).")]
 MaxTurns = Annotated[int, typer.Option(min=1, help="Model turns allowed per run.")]
 SelfCorrect = Annotated[bool, typer.Option(help="Ask the model to verify its answer with the tools.")]
 Temperature = Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")]
@@ -77,7 +78,7 @@ def run(
     split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
     seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
     model: Model = "smollm2-135m",
-    protocol: Protocol = "code",
+    protocol: Protocol = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
@@ -152,7 +153,7 @@ def chat(
     model: Model = "smollm2-135m",
     tools: Annotated[list[str] | None, typer.Option("--tool", "-t", help="A tool to offer (repeatable): "
                                                    "python, wikipedia, module:attr, a plug-in.")] = None,
-    protocol: Protocol = "code",
+    protocol: Protocol = "auto",
     resume: Annotated[str | None, typer.Option(help="Continue the session with this ID.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server instead of a local "
                                                       "model (e.g. http://localhost:8000/v1).")] = None,
@@ -212,7 +213,7 @@ def eval_command(
     split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
     seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
     model: Model = "smollm2-135m",
-    protocol: Protocol = "code",
+    protocol: Protocol = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,

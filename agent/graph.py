@@ -62,7 +62,7 @@ def build_agent(
     policy: Policy,
     tools: list[Tool],
     *,
-    protocol: str = "code",
+    protocol: str = "auto",
     max_turns: int = 8,
     max_tool_calls: int = 6,
     self_correct: bool = True,
@@ -73,10 +73,15 @@ def build_agent(
     exemplars: list[Exemplar] | None = None,
     tool_timeout_s: float = 60.0,
 ) -> Any:
-    """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory."""
+    """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
+
+    ``protocol``: ``"code"``, ``"json"``, or ``"auto"`` (code when a ``python`` tool is given).
+    """
+    tools_by_name = {t.name: t for t in tools}
+    if protocol == "auto":  # code blocks when Python is among the tools, JSON tool calls otherwise
+        protocol = "code" if "python" in tools_by_name else "json"
     proto = get_protocol(protocol)
     fmt = ChatFormat(policy.tokenizer)
-    tools_by_name = {t.name: t for t in tools}
     if proto.name == "code" and "python" not in tools_by_name:
         raise ValueError("The 'code' protocol runs fenced Python blocks and needs the 'python' tool.")
     sampling = (sampling or DEFAULT_SAMPLING).model_copy(update={"stop": proto.stop})

@@ -29,7 +29,7 @@ class EnvConfig(_Section):
 
 
 class AgentConfig(_Section):
-    protocol: Literal["code", "json"] = "code"
+    protocol: Literal["auto", "code", "json"] = "auto"
     max_turns: int = Field(6, ge=1)
     max_tool_calls: int = Field(4, ge=0)
     max_new_tokens: int = Field(128, ge=8)

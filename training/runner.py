@@ -62,7 +62,7 @@ def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, conso
 
 
 def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str = "smollm2-135m",
-            protocol: str = "code", max_turns: int = 8, self_correct: bool = True, temperature: float = 0.0,
+            protocol: str = "auto", max_turns: int = 8, self_correct: bool = True, temperature: float = 0.0,
             generations: int = 1, console: Console | None = None, env_kwargs: dict[str, Any] | None = None,
             **agent_kwargs: Any) -> RunResult:
     from agent.hf_policy import HFPolicy

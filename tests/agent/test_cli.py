@@ -2,6 +2,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def test_help_is_fast_and_does_not_import_torch():
     code = ("import sys, time; t = time.perf_counter()\n"
@@ -43,3 +45,13 @@ def test_unknown_env_is_a_clear_error():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "nope" in (result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("env", ["humaneval", "wikiqa", "fanoutqa", "arithmetic"])
+def test_run_works_for_every_built_in_env(env):
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--env", env, "--n", "1", "--model", "tiny-random", "--max-turns",
+         "1", "--quiet"], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{env}: 1 runs" in result.stdout

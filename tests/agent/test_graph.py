@@ -1,4 +1,5 @@
 import asyncio
+import copy
 import random
 import re
 import string
@@ -64,8 +65,17 @@ def test_without_self_correction_the_first_answer_ends_the_run(scripted):
     assert len(state["attempts"]) == 1 and state["stop_reason"] == "answered"
 
 
-def test_each_turn_prompt_is_the_previous_prompt_plus_completion_plus_inserted(scripted):
-    policy, agent = make(scripted, ["gibberish", CALL, "Final answer: 5", "Final answer: 5"])
+@pytest.mark.parametrize("template", ["smollm2", "qwen2.5"])
+def test_each_turn_prompt_is_the_previous_prompt_plus_completion_plus_inserted(tokenizer, template):
+    from tests.conftest import ScriptedPolicy
+
+    if template == "qwen2.5":
+        from trl.chat_template_utils import qwen2_5_chat_template
+
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = qwen2_5_chat_template
+    policy = ScriptedPolicy(tokenizer, ["gibberish", CALL, "Final answer: 5", "Final answer: 5"])
+    agent = build_agent(policy, [add, explode], protocol="json", exemplars=[])
     state = run(agent)
     seq = state["prompt_ids"] + state["completion_ids"]
     assert len(state["completion_ids"]) == len(state["env_mask"]) == len(state["logprobs"])
