@@ -123,7 +123,13 @@ def load_model(
     source = resolve(spec)
     try:
         tokenizer = load_tokenizer(spec)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+        if (Path(source) / "adapter_config.json").is_file():  # a LoRA run's output: base + adapter, merged
+            from peft import AutoPeftModelForCausalLM
+
+            adapted = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+            model = adapted.merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
     except OSError as exc:
         raise ModelNotFoundError(
             f"Could not load model '{spec}': {exc}\n"

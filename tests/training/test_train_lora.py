@@ -1,0 +1,19 @@
+from training.config import TrainConfig
+from training.train import train
+
+
+def test_lora_training_runs_and_saves_an_adapter(tmp_path):
+    config = TrainConfig.model_validate({
+        "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random", "lora": True, "lora_r": 4},
+        "env": {"name": "arithmetic", "kwargs": {"level": 1}, "train_tasks": 4},
+        "agent": {"max_turns": 2, "max_new_tokens": 8},
+        "training": {"steps": 1, "tasks_per_step": 1, "num_generations": 2, "report_to": []},
+    })
+    run_dir = train(config)
+    assert (run_dir / "final" / "adapter_config.json").exists()
+    assert (run_dir / "train_log.jsonl").read_text().count("\n") == 1
+    from agent.models import load_model
+
+    model, tokenizer = load_model(str(run_dir / "final"), device="cpu")
+    assert not hasattr(model, "peft_config")  # merged into a plain model, ready for HFPolicy
+    assert tokenizer.chat_template
