@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from agent.kv_batch import KV, concat_rows, left_pad, row_kv, select_rows
+from agent.kv_batch import KV, buffered_cache, concat_rows, left_pad, row_kv, select_rows
 from agent.policy import Generation, PolicyError, SamplingParams
 from agent.prefix_cache import PrefixCache
 from agent.sampling import sample_rows
@@ -92,6 +92,7 @@ class HFPolicy:
         self._kv: KV = []
         self._mask: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
+        self._cache: DynamicCache | None = None  # over self._kv, appended in place by decode steps
 
     @classmethod
     def from_pretrained(cls, spec: str, **kwargs: Any) -> HFPolicy:
@@ -210,8 +211,7 @@ class HFPolicy:
             pass
         return [r for r in joiners if r.future.set_running_or_notify_cancel()]
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV):
-        cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache):
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -256,7 +256,7 @@ class HFPolicy:
             new_mask[i, new_len - len(ids) :] = 1
             positions[i, new_len - len(ids) :] = torch.arange(n, n + len(ids), device=device)
         mask = torch.cat([prefix_mask, new_mask], dim=1)
-        logits, kv = self._forward(input_ids, mask, positions, kv)
+        logits, kv = self._forward(input_ids, mask, positions, buffered_cache(kv, headroom=new_len))
         for i, r in enumerate(joiners):
             self.prefix_cache.put(r.prompt_ids, row_kv(kv, mask, i))
         next_positions = torch.tensor([len(r.prompt_ids) for r in joiners], device=device)
@@ -265,6 +265,7 @@ class HFPolicy:
             next_positions = torch.cat([self._positions, next_positions])
         self._rows = self._rows + joiners
         self._kv, self._mask, self._positions = kv, mask, next_positions
+        self._cache = buffered_cache(kv)
         self._take_samples(logits, joiners, offset=len(self._rows) - rows)
 
     def _share_common_prefix(self, joiners: list[_Request]) -> None:
@@ -280,7 +281,7 @@ class HFPolicy:
         tokens = torch.tensor([ids], device=self.device)
         mask = torch.ones_like(tokens)
         positions = torch.arange(common, device=self.device)[None]
-        _, kv = self._forward(tokens, mask, positions, [])
+        _, kv = self._forward(tokens, mask, positions, DynamicCache())
         self.stats.prefill_tokens += common
         self.prefix_cache.put(ids, kv)
 
@@ -288,7 +289,7 @@ class HFPolicy:
         device = self.device
         last = torch.tensor([[r.tokens[-1]] for r in self._rows], device=device)
         mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=device)], dim=1)
-        logits, kv = self._forward(last, mask, self._positions[:, None], self._kv)
+        logits, kv = self._forward(last, mask, self._positions[:, None], self._cache)
         self._kv, self._mask = kv, mask
         self._positions = self._positions + 1
         self._take_samples(logits, self._rows, offset=0)
@@ -340,15 +341,16 @@ class HFPolicy:
             index = torch.tensor(keep, device=self.device)
             self._kv, self._mask = select_rows(self._kv, self._mask, index)
             self._positions = self._positions[index]
+            self._cache = buffered_cache(self._kv)
         else:
-            self._kv, self._mask, self._positions = [], None, None
+            self._kv, self._mask, self._positions, self._cache = [], None, None, None
         self._rows = [self._rows[i] for i in keep]
 
     def _fail_all(self, error: Exception, extra: list[_Request] | None = None) -> None:
         for r in self._rows + [r for r in (extra or []) if r not in self._rows]:
             if not r.future.done():
                 r.future.set_exception(error)
-        self._rows, self._kv, self._mask, self._positions = [], [], None, None
+        self._rows, self._kv, self._mask, self._positions, self._cache = [], [], None, None, None
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:

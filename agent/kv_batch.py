@@ -9,6 +9,8 @@ in the middle of a row (a reused prefix padded to a common length, then new toke
 from __future__ import annotations
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [B, H, S, D]
 
@@ -46,3 +48,48 @@ def row_kv(kv: KV, mask: torch.Tensor, row: int) -> KV:
     """One row's cache without its padding, for reuse as a prefix later."""
     keep = mask[row].bool()
     return [(k[row : row + 1, :, keep].clone(), v[row : row + 1, :, keep].clone()) for k, v in kv]
+
+
+class BufferedLayer(DynamicLayer):
+    """A cache layer whose keys/values sit in a buffer with spare room at the end.
+
+    transformers' ``DynamicLayer`` concatenates the whole cache with each new token (a full copy per
+    layer per decode step); here a step writes one slot in place, and the buffer grows by doubling.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, headroom: int = 64) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.length = keys.shape[2]
+        self._k = _with_room(keys, self.length + headroom)
+        self._v = _with_room(values, self.length + headroom)
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[2]
+        if end > self._k.shape[2]:
+            self._k = _with_room(self._k[:, :, : self.length], 2 * end)
+            self._v = _with_room(self._v[:, :, : self.length], 2 * end)
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _with_room(t: torch.Tensor, capacity: int) -> torch.Tensor:
+    buffer = t.new_empty(t.shape[0], t.shape[1], capacity, t.shape[3])
+    buffer[:, :, : t.shape[2]] = t
+    return buffer
+
+
+def buffered_cache(kv: KV, headroom: int = 64) -> DynamicCache:
+    """A ``DynamicCache`` over ``kv`` that appends in place (see ``BufferedLayer``)."""
+    cache = DynamicCache()
+    if kv:
+        cache.layers = [BufferedLayer(k, v, headroom) for k, v in kv]
+    return cache
