@@ -52,6 +52,7 @@ class TrainingConfig(_Section):
     stage1_steps: int = Field(0, ge=0)  # SCoRe Stage I first (attempt 1 held by KL), then Stage II
     tasks_per_step: int = Field(2, ge=1)
     num_generations: int = Field(4, ge=2)
+    micro_batch_size: int = Field(2, ge=1)  # sequences per forward/backward; the step accumulates the rest
     learning_rate: float = Field(1e-5, gt=0)
     beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
     max_grad_norm: float = 1.0
@@ -64,6 +65,10 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _stage_one_needs_kl(self) -> TrainingConfig:
+        batch = self.tasks_per_step * self.num_generations
+        if batch % self.micro_batch_size:
+            raise ValueError(f"training.micro_batch_size ({self.micro_batch_size}) must divide the step's batch "
+                             f"(tasks_per_step × num_generations = {batch}).")
         if self.stage1_steps and self.beta <= 0:
             raise ValueError("training.stage1_steps > 0 needs training.beta > 0: Stage I holds attempt 1 with KL.")
         return self

@@ -1,0 +1,40 @@
+from training.config import TrainConfig
+from training.train import train
+
+
+def test_lora_training_runs_and_saves_an_adapter(tmp_path):
+    config = TrainConfig.model_validate({
+        "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random", "lora": True, "lora_r": 4},
+        "env": {"name": "arithmetic", "kwargs": {"level": 1}, "train_tasks": 4},
+        "agent": {"max_turns": 2, "max_new_tokens": 8},
+        "training": {"steps": 1, "tasks_per_step": 1, "num_generations": 2, "report_to": []},
+    })
+    run_dir = train(config)
+    assert (run_dir / "final" / "adapter_config.json").exists()
+    assert (run_dir / "train_log.jsonl").read_text().count("\n") == 1
+    from agent.models import load_model
+
+    model, tokenizer = load_model(str(run_dir / "final"), device="cpu")
+    assert not hasattr(model, "peft_config")  # merged into a plain model, ready for HFPolicy
+    assert tokenizer.chat_template
+
+
+def test_one_rollout_feeds_one_optimizer_step_of_micro_batches(tmp_path):
+    from training.train import build_trainer
+
+    config = TrainConfig.model_validate({
+        "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random"},
+        "env": {"name": "arithmetic", "kwargs": {"level": 1}, "train_tasks": 4},
+        "agent": {"max_turns": 2, "max_new_tokens": 8},
+        "training": {"steps": 1, "tasks_per_step": 2, "num_generations": 2, "micro_batch_size": 1, "report_to": []},
+    })
+    (tmp_path / "run").mkdir()
+    trainer, rollout = build_trainer(config, tmp_path / "run")
+    losses = []
+    original = trainer._compute_loss
+    trainer._compute_loss = lambda m, inputs: losses.append(len(inputs["completion_ids"])) or original(m, inputs)
+    trainer.train()
+    rollout.policy.close()
+    assert losses == [1, 1, 1, 1]  # four micro-batches of one trajectory each
+    assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 1  # from one rollout
+    assert trainer.state.global_step == 1
