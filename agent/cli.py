@@ -29,6 +29,9 @@ MaxTurns = Annotated[int, typer.Option(min=1, help="Model turns allowed per run.
 SelfCorrect = Annotated[bool, typer.Option(help="Ask the model to verify its answer with the tools.")]
 Temperature = Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+Split = Annotated[str, typer.Option(help="'test' or 'train'.")]
+Seed = Annotated[int, typer.Option(help="Which tasks to draw.")]
+Generations = Annotated[int, typer.Option(min=1, help="Runs per task.")]
 
 
 @app.callback()
@@ -75,14 +78,14 @@ def run(
     env: Annotated[str, typer.Option(help="See `anchorloop envs`, or jsonl:PATH.")] = "arithmetic",
     env_arg: Annotated[list[str] | None, typer.Option(help="Env option KEY=VALUE (repeatable), e.g. level=3.")] = None,
     n: Annotated[int, typer.Option(min=1, help="Number of tasks.")] = 4,
-    split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
-    seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
+    split: Split = "test",
+    seed: Seed = 0,
     model: Model = "smollm2-135m",
     protocol: Protocol = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
-    generations: Annotated[int, typer.Option(min=1, help="Runs per task.")] = 1,
+    generations: Generations = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the trajectories as JSONL here.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the summary.")] = False,
 ) -> None:
@@ -210,14 +213,14 @@ def eval_command(
     env: Annotated[list[str] | None, typer.Option(
         help="An env (see `anchorloop envs`, or jsonl:PATH); repeat for several. Default: arithmetic.")] = None,
     n: Annotated[int, typer.Option(min=1, help="Tasks per env (the same tasks for every configuration).")] = 20,
-    split: Annotated[str, typer.Option(help="'test' or 'train'.")] = "test",
-    seed: Annotated[int, typer.Option(help="Which tasks to draw.")] = 0,
+    split: Split = "test",
+    seed: Seed = 0,
     model: Model = "smollm2-135m",
     protocol: Protocol = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
-    generations: Annotated[int, typer.Option(min=1, help="Runs per task.")] = 1,
+    generations: Generations = 1,
     ablate: Annotated[list[str] | None, typer.Option(
         help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
         "no tools) or 'self-correct' (no verify step). Repeatable.")] = None,

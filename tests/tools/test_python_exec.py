@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.tools.proc_helpers import alive, processes_with_arg, wait_until
 from tools.python_exec import NO_OUTPUT, ExecResult, PythonSandbox, python_tool, strip_code_fences
 from tools.sandbox.client import ForkServer
 
@@ -223,11 +224,11 @@ async def test_cancelling_arun_kills_the_program(sandbox, tmp_path):
     code = f"import os\nos.execv('/bin/sleep', ['sleep', '{token}'])"
     task = asyncio.create_task(sandbox.arun(code))
     await asyncio.sleep(0.5)
-    assert _processes_with_arg(token), "the program should be running"
+    assert processes_with_arg(token), "the program should be running"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert _wait_until(lambda: not _processes_with_arg(token)), "a cancelled run must be killed"
+    assert wait_until(lambda: not processes_with_arg(token)), "a cancelled run must be killed"
     assert sandbox.run("print('still fine')").stdout == "still fine\n"
 
 
@@ -260,7 +261,7 @@ def test_server_is_restarted_after_it_dies():
         assert sandbox.run("print(1)").ok
         first = server.pid
         os.kill(first, signal.SIGKILL)
-        _wait_until(lambda: not _alive(first))
+        wait_until(lambda: not alive(first))
         assert sandbox.run("print(2)").stdout == "2\n"
         assert server.pid not in (None, first)
     finally:
@@ -274,7 +275,7 @@ def test_server_is_restarted_when_its_zygote_dies():
         assert sandbox.run("print(1)").ok
         first = server.pid
         os.kill(server.hello["zygote_pid"], signal.SIGKILL)
-        assert _wait_until(lambda: not _alive(first)), "the server shuts down without its zygote"
+        assert wait_until(lambda: not alive(first)), "the server shuts down without its zygote"
         assert sandbox.run("print(2)").stdout == "2\n" and server.pid != first
     finally:
         server.close()
@@ -336,7 +337,7 @@ def test_server_exits_with_its_host():
     host = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert host.returncode == 0, host.stderr
     server_pid = int(host.stdout.split()[-1])
-    assert _wait_until(lambda: not _alive(server_pid)), "the server must not outlive its host"
+    assert wait_until(lambda: not alive(server_pid)), "the server must not outlive its host"
 
 
 def test_server_exits_when_its_host_is_killed():
@@ -354,7 +355,7 @@ def test_server_exits_when_its_host_is_killed():
     server_pid = int(host.stdout.readline())
     host.kill()
     host.wait()
-    assert _wait_until(lambda: not _alive(server_pid)), "the server must notice its host is gone"
+    assert wait_until(lambda: not alive(server_pid)), "the server must notice its host is gone"
 
 
 # --- the python tool ----------------------------------------------------------------------------
@@ -446,33 +447,3 @@ def test_registry_knows_the_python_tool():
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _processes_with_arg(arg: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if arg.encode() in f.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools.proc_helpers import alive, processes_with_arg, wait_until
 from tools.python_exec import ExecResult, PythonSandbox
 from tools.sandbox.client import ForkServer
 
@@ -49,8 +50,8 @@ def host_unharmed(request, server):
     server.ensure_started()
     before = server.pid
     yield
-    assert _wait_until(lambda: not _leftovers(server)), f"processes outlived their run: {_leftovers(server)}"
-    assert server.pid == before and _alive(before), "the fork server must survive hostile programs"
+    assert wait_until(lambda: not _leftovers(server)), f"processes outlived their run: {_leftovers(server)}"
+    assert server.pid == before and alive(before), "the fork server must survive hostile programs"
     assert PythonSandbox(server=server).run("print('alive')").stdout == "alive\n"
 
 
@@ -501,7 +502,7 @@ def test_daemon_that_outlives_the_run(sandbox):
         """,
     )
     assert result.ok and result.stdout == "daemonized\n"
-    assert _wait_until(lambda: not _processes_with_arg(token)), "the daemon survived its run"
+    assert wait_until(lambda: not processes_with_arg(token)), "the daemon survived its run"
 
 
 def test_daemon_holding_stdout_does_not_hang_the_run(sandbox):
@@ -646,7 +647,7 @@ def test_degraded_plan_still_kills_daemons(degraded):
         """,
     )
     assert result.stdout == "daemonized\n"
-    assert _wait_until(lambda: not _processes_with_arg(token)), "the daemon survived its run"
+    assert wait_until(lambda: not processes_with_arg(token)), "the daemon survived its run"
 
 
 def test_degraded_plan_still_times_out_and_kills_children(degraded):
@@ -654,7 +655,7 @@ def test_degraded_plan_still_times_out_and_kills_children(degraded):
     fork_sleeper = f"import os\nif os.fork() == 0:\n    os.execv('/bin/sleep', ['sleep', '{token}'])\n"
     result = degraded.run(fork_sleeper + "while True: pass")
     assert result.timed_out
-    assert _wait_until(lambda: not _processes_with_arg(token))
+    assert wait_until(lambda: not processes_with_arg(token))
 
 
 def test_degraded_plan_survives_killing_the_parent(degraded):
@@ -691,7 +692,7 @@ def test_degraded_plan_removes_the_work_dir(degraded):
     result = degraded.run("import os\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())")
     workdir = result.stdout.strip()
     if workdir != "/tmp":  # a host directory, not a private tmpfs
-        assert _wait_until(lambda: not os.path.exists(workdir)), "the work dir must be removed after the run"
+        assert wait_until(lambda: not os.path.exists(workdir)), "the work dir must be removed after the run"
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -715,33 +716,3 @@ def _leftovers(server: ForkServer) -> list[int]:
         if low <= int(uid_line.split()[1]) <= high:
             found.append(int(entry))
     return found
-
-
-def _alive(pid: int | None) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _processes_with_arg(arg: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if arg.encode() in f.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
