@@ -130,10 +130,12 @@ class HFPolicy:
         self._cache_generation += 1
 
     def close(self) -> None:
+        """Stop the worker thread and free the cached keys/values (the model itself stays usable)."""
         if self._thread is not None:
             self._inbox.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        self.prefix_cache.clear()
 
     # -- request intake ---------------------------------------------------------------------------
 
