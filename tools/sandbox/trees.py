@@ -24,6 +24,8 @@ from .runs import Chain, Run, program_env
 UID_BASE = 1_000_000_000
 SLOTS = 256  # per server; uid = UID_BASE + (server pid % 2**22) * SLOTS + slot stays below 2**31
 TRIAL_SLOT = SLOTS - 1
+TRIAL_PATIENCE_S = (10.0, 30.0, 60.0)  # a slow trial (busy host) is retried, never taken as "unsupported"
+TRIAL_TIMED_OUT = "trial run timed out"
 WORK_ROOT_PREFIX = "anchorloop-sandbox-"
 TRIAL_CODE = (
     "import os, sys, wave\n"
@@ -94,7 +96,12 @@ class Trees:
             except OSError as exc:
                 notes.append(f"{plan.describe()}: {exc}")
                 continue
-            error = self._trial()
+            # A loaded host can make a trial run slow; slowness must never demote isolation, so a trial
+            # that ran out of time is tried again with more time before the plan counts as failed.
+            for patience_s in TRIAL_PATIENCE_S:
+                error = self._trial(patience_s)
+                if error != TRIAL_TIMED_OUT:
+                    break
             if error is None:
                 if not plan.mounts:
                     self._work_root_dir()  # made here, so the zygote and the server share it
@@ -140,22 +147,24 @@ class Trees:
             os.close(release_w)
             os.waitpid(pid, 0)
 
-    def _trial(self) -> str | None:
-        """Run a tiny program under the current plan with blocking waits; None when it worked."""
+    def _trial(self, patience_s: float) -> str | None:
+        """Run a tiny program under the current plan with blocking waits; None when it worked,
+        ``TRIAL_TIMED_OUT`` when it did not finish within ``patience_s``, else what went wrong."""
         run = Run()
-        run.accept_request({"code": TRIAL_CODE, "timeout_s": 10, "memory_mb": None})
+        run.accept_request({"code": TRIAL_CODE, "timeout_s": patience_s, "memory_mb": None})
         chain = self.spawn(TRIAL_SLOT)
         run.start(chain)
         os.set_blocking(chain.stdin_fd, True)
         with contextlib.suppress(OSError):
             os.write(chain.stdin_fd, chain.pending_stdin)
         chain.close_fd(chain.stdin_fd)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + patience_s
         while chain.read_fds() and time.monotonic() < deadline:
             for fd in select.select(chain.read_fds(), [], [], 0.1)[0]:
                 if not chain.read(fd):
                     chain.close_fd(fd)
-        if chain.read_fds():
+        timed_out = bool(chain.read_fds())
+        if timed_out:
             self.kill(chain)
         _, status = os.waitpid(chain.pid, 0)
         chain.on_exit(status)
@@ -165,6 +174,8 @@ class Trees:
         self.remove_workdir(chain)
         if result["stdout"].strip() == "ok" and result["exit_code"] == 0:
             return None
+        if timed_out or result.get("timed_out"):
+            return TRIAL_TIMED_OUT
         return (chain.setup_error() or result["stderr"] or f"exit status {status}").strip()[-500:]
 
     # --- forking and ending trees -----------------------------------------------------------------
