@@ -251,7 +251,7 @@ def test_writing_outside_the_work_dir(sandbox, tmp_path):
                 print("refused", type(exc).__name__)
         """,
     )
-        try:
+    try:
         assert "WROTE" not in result.stdout and result.stdout.count("refused") == len(targets)
         assert not any(t.exists() for t in targets)
     finally:  # a failure must not leave its files behind for the next run to trip over
