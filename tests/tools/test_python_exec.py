@@ -447,3 +447,28 @@ def test_registry_knows_the_python_tool():
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def test_full_isolation_from_a_checkout_in_a_private_temp_dir(tmp_path):
+    """CI runs from a fresh clone under a 0700 temp dir: the interpreter there must stay reachable
+    inside the private /tmp, or every isolated plan fails and runs degrade to the bare one."""
+    import subprocess
+    import sys
+    import venv
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    env_dir = private / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    site = next(env_dir.glob("lib/python*/site-packages"))
+    (site / "host_paths.pth").write_text("\n".join(p for p in sys.path if p) + "\n")
+    code = ("from tools.python_exec import PythonSandbox\n"
+            "sb = PythonSandbox()\n"
+            "r = sb.run('import os; print(os.getuid())')\n"
+            "print(r.stdout.strip(), sorted(k for k, v in sb.isolation.items() if not v))\n")
+    host = PythonSandbox()
+    out = subprocess.run([str(env_dir / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(private)).stdout
+    uid, missing = out.split(" ", 1)
+    assert missing.strip() == str(sorted(k for k, v in host.isolation.items() if not v))
+    assert uid != "0"

@@ -186,10 +186,20 @@ def build_readonly_view(plan: Plan) -> None:
 
 
 def _mount_private_tmp(plan: Plan) -> None:
+    """A fresh tmpfs on /tmp and /dev/shm; interpreter directories that live under them (a virtual
+    environment in a temporary checkout, say) are bound back in, read-only, at the same path."""
     for path in ("/tmp", "/dev/shm"):
-        if os.path.isdir(path):
-            flags = linux.MS_NOSUID | linux.MS_NODEV
-            linux.mount("tmpfs", path, "tmpfs", flags, f"size={plan.tmp_mb}m,mode=1777")
+        if not os.path.isdir(path):
+            continue
+        inside = [p for p in plan.expose if _under(p, [path]) and os.path.isdir(p)]
+        topmost = [p for p in inside if not any(q != p and _under(p, [q]) for q in inside)]
+        bind_from = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in topmost}
+        linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={plan.tmp_mb}m,mode=1777")
+        for target, fd in bind_from.items():
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
+            linux.set_readonly(target, True)
+            os.close(fd)
 
 
 def _under(path: str, parents: list[str]) -> bool:
