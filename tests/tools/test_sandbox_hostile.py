@@ -64,6 +64,14 @@ def need(sandbox: PythonSandbox, layer: str) -> None:
         pytest.skip(f"isolation layer {layer!r} is not active on this host: {sandbox.isolation_notes}")
 
 
+def need_contained_signals(sandbox: PythonSandbox) -> None:
+    """kill(-1) from a program running as the host's root outside a PID namespace would signal every
+    process on the machine; such tests run only where a uid drop or a PID namespace contains them."""
+    layers = sandbox.isolation
+    if not (layers.get("pid_ns") or layers.get("unprivileged_uid") or os.geteuid() != 0):
+        pytest.skip(f"signals are not contained on this host: {sandbox.isolation_notes}")
+
+
 # --- CPU, processes, memory, output ----------------------------------------------------------------
 
 
@@ -454,6 +462,7 @@ def test_only_a_down_loopback_exists(sandbox):
 
 
 def test_killing_the_parent(sandbox):
+    need_contained_signals(sandbox)
     result = run(
         sandbox,
         """
@@ -471,6 +480,7 @@ def test_killing_the_parent(sandbox):
 
 
 def test_killing_the_server_and_test_process_by_pid(sandbox, server):
+    need_contained_signals(sandbox)
     result = run(
         sandbox,
         f"""
