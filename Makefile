@@ -30,6 +30,9 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_wikipedia.py
+	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_rollout.py
+	$(BIN)/python bench/bench_train_step.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
