@@ -31,7 +31,7 @@ def test_first_turns_are_actions_at_least_90_percent(smollm2):
     policy.close()
     protocol = get_protocol("code")
     first_turns = [next(m["content"] for m in t.messages if m["role"] == "assistant") for t in trajectories]
-    readable = [a.tool_calls or a.final_answer is not None for a in map(protocol.parse, first_turns)]
+    readable = [bool(a.tool_calls) or a.final_answer is not None for a in map(protocol.parse, first_turns)]
     assert sum(readable) / len(readable) >= 0.9, first_turns
 
 
