@@ -9,8 +9,8 @@ wrapping the trainer's own methods (no product code is changed):
   busy time (``HFPolicy.stats.busy_s``: prefill + decode forward passes and sampling);
 - tools: every ``python`` tool call's interval (a wrapper on ``PythonTool.arun``): their sum
   (tool-seconds) and their union (wall seconds during which at least one tool ran);
-- TRL scoring: the rest of ``_generate_and_score_completions`` (rewards, the no-grad forward that
-  recomputes old log-probs, advantages);
+- TRL scoring: the rest of ``_generate_and_score_completions`` (rewards, advantages, and the no-grad
+  forward passes for old/reference log-probs when the config needs them);
 - loss forward (``compute_loss``) and backward (the rest of ``training_step``);
 - optimizer and bookkeeping: the rest of the step (``on_step_begin`` → ``on_step_end``).
 
@@ -126,7 +126,7 @@ def breakdown(step: dict[str, float]) -> dict[str, float]:
         "rollout (rollout_func)": rollout,
         "  policy busy (prefill + decode)": step.get("policy_busy", 0.0),
         "  policy idle (graph, tools, scoring waits)": rollout - step.get("policy_busy", 0.0),
-        "TRL scoring (rewards, old log-probs, advantages)": prepare - rollout,
+        "TRL scoring (rewards, advantages, old/ref log-probs if needed)": prepare - rollout,
         "loss forward (compute_loss)": step.get("loss_forward", 0.0),
         "backward": training_step - prepare - step.get("loss_forward", 0.0),
         "optimizer step and bookkeeping": step["step"] - training_step,
@@ -195,6 +195,15 @@ def main() -> None:
     line("trajectories", [str(len(t)) for t in trajectories])
     line("model tokens (sampled)", [str(sum(sum(x["env_mask"]) for x in t)) for t in trajectories])
     line("rollout tokens/s (train_log)", [f"{e['tokens_per_s']:.1f}" for e in log])
+    vocab = trainer.model.config.vocab_size
+
+    def widths(t: list) -> tuple[int, int]:
+        return max(len(x["prompt_ids"]) for x in t), max(len(x["completion_ids"]) for x in t)
+
+    line("loss batch: rows × (longest prompt + longest completion)",
+         [f"{len(t)} × ({widths(t)[0]} + {widths(t)[1]})" for t in trajectories])
+    line("fp32 logits over the completions (rows × longest × vocab)",
+         [f"{len(t) * widths(t)[1] * vocab * 4 / 2**30:.2f} GiB" for t in trajectories])
     line("python tool calls", [f"{s.get('tool_calls', 0):.0f}" for s in clock.steps])
     line("tool-seconds (sum of call intervals)", [f"{s.get('tool_sum', 0):.2f} s" for s in clock.steps])
     line("Σ trajectory `timings.tools_s`", [f"{sum(x['timings']['tools_s'] for x in t):.2f} s" for t in trajectories])
@@ -225,7 +234,9 @@ def main() -> None:
         "come from wrappers around the trainer's own methods: rollout = the `rollout_func` call; policy busy = "
         "`HFPolicy.stats.busy_s` during it (forward passes and sampling), policy idle = the rest of the rollout "
         "(waiting on tools, graph steps, scoring); TRL scoring = `_generate_and_score_completions` minus the "
-        "rollout (rewards, the no-grad forward that recomputes old log-probs, advantages); loss forward = "
+        "rollout (rewards and advantages; TRL adds a no-grad forward for old log-probs only when generation and "
+        "optimizer steps are out of step or with vLLM, and for reference log-probs only when `beta` > 0, "
+        f"here {cfg.training.beta:g}); loss forward = "
         "`compute_loss`; backward = `training_step` minus those two; optimizer and bookkeeping = the rest of "
         "the step (`on_step_begin` → `on_step_end`). Tools: every `python` call's interval is recorded (a wrapper "
         "on `PythonTool.arun`); their sum is tool-seconds, their union the wall time during which at least one "
