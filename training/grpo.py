@@ -9,7 +9,8 @@ functions in ``training.rewards``.
 ``SelfCorrectionGRPOTrainer`` adds the one thing TRL cannot express: SCoRe's Stage I. For the
 first ``stage1_steps`` steps, tokens up to the first answer get zero advantage (token-level
 advantages, which TRL supports), so only the KL term (``beta``) acts on attempt 1 and holds it near
-the reference model, while the reward shapes attempt 2. After that, Stage II optimizes every
+the reference model, while the reward (attempt 2's correctness; the progress bonus is off, as in
+SCoRe) shapes attempt 2. After that, Stage II optimizes every
 model token with the progress-bonus reward.
 """
 
@@ -78,7 +79,8 @@ class AgentRollout:
             traj.group = seen[traj.task_id]
             seen[traj.task_id] += 1
         step = trainer.state.global_step
-        fields = _reward_fields(trajectories)
+        stage = 1 if step < getattr(trainer, "stage1_steps", 0) else 2
+        fields = {**_reward_fields(trajectories), "stage": [stage] * len(trajectories)}
         self.first_attempt_masks = [first_attempt_mask(t) for t in trajectories]
         self._record(step, trajectories, fields, seconds, trainer)
         batch = [_trainable(t, self.policy.tokenizer) for t in trajectories]
@@ -112,7 +114,7 @@ class AgentRollout:
             "parse_error_rate": m.parse_error_rate.value, "mean_turns": m.mean_turns,
             "no_signal_fraction": no_signal_fraction(list(groups.values())),
             "rollout_s": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
-            "stage": 1 if step < getattr(trainer, "stage1_steps", 0) else 2,
+            "stage": fields["stage"][0] if fields["stage"] else 2,
         }
         self.last_stats = stats
         if not trainer.accelerator.is_main_process:  # with several processes, process 0 writes the log

@@ -20,9 +20,11 @@ def correctness(completions: Sequence[Any], last_score: Sequence[float], **_: An
 
 
 def progress(completions: Sequence[Any], first_score: Sequence[float], last_score: Sequence[float],
-             **_: Any) -> list[float]:
-    """r_last − r_first: positive for wrong→right, negative for right→wrong."""
-    return [float(b) - float(a) for a, b in zip(first_score, last_score, strict=True)]
+             stage: Sequence[int] | None = None, **_: Any) -> list[float]:
+    """r_last − r_first: positive for wrong→right, negative for right→wrong. Zero in SCoRe's Stage I
+    (``stage`` 1), which rewards attempt 2's correctness alone while KL holds attempt 1."""
+    stages = stage if stage is not None else [2] * len(last_score)
+    return [0.0 if st == 1 else float(b) - float(a) for a, b, st in zip(first_score, last_score, stages, strict=True)]
 
 
 def format_score(completions: Sequence[Any], parse_errors: Sequence[int], turns: Sequence[int],

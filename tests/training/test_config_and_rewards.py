@@ -46,6 +46,15 @@ def test_score_progress_bonus_rewards_fixing_and_punishes_breaking():
     assert total_rewards(weights, fields) == [3.0, 1.0, -2.0, 0.0]
 
 
+def test_stage_one_rewards_the_last_attempt_alone():
+    weights = RewardConfig(correctness=1.0, progress=2.0, format=0.0, tool=0.0)
+    fields = {"first_score": [0, 1, 1, 0], "last_score": [1, 1, 0, 0], "parse_errors": [0] * 4, "turns": [2] * 4,
+              "tool_calls": [1] * 4, "tool_errors": [0] * 4, "stage": [1] * 4}
+    assert total_rewards(weights, fields) == [1.0, 1.0, 0.0, 0.0]
+    fields["stage"] = [2] * 4
+    assert total_rewards(weights, fields) == [3.0, 1.0, -2.0, 0.0]
+
+
 def test_format_and_tool_terms():
     weights = RewardConfig(correctness=0.0, progress=0.0, format=1.0, tool=1.0)
     fields = {"first_score": [0, 0], "last_score": [0, 0], "parse_errors": [1, 0], "turns": [4, 2],

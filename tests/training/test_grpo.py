@@ -125,6 +125,7 @@ def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
     for row, mask in enumerate(rollout.first_attempt_masks):
         first = torch.tensor(mask, dtype=torch.bool)
         assert torch.all(advantages[row, : len(mask)][first] == 0)
+    assert rollout.outputs[-1]["stage"] == [1] * len(rollout.first_attempt_masks)  # reward terms see the stage
 
 
 def test_first_attempt_mask_covers_turns_up_to_the_first_answer():
