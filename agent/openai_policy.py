@@ -17,97 +17,18 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from agent.openai_wire import Draft, is_int_list, server_message, sse_data
 from agent.policy import FinishReason, Generation, PolicyError, SamplingParams
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 503})
 _RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
-_TOKEN_ID_PREFIX = "token_id:"
 _MAX_BACKOFF_S = 30.0
-
-
-@dataclass
-class _Draft:
-    """What the server has said so far about one completion: one JSON answer or many SSE chunks."""
-
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    saw_ids: bool = False
-    missing_ids: bool = False
-    missing_logprobs: bool = False
-    finish_reason: str | None = None
-    stop_reason: Any = None
-    has_stop_reason: bool = False
-
-    def add(self, choice: dict[str, Any]) -> str:
-        """Fold one choice into the draft; return its text delta."""
-        delta = choice.get("text") or ""
-        if not isinstance(delta, str):
-            raise ValueError(f"'text' is {type(delta).__name__}, not a string")
-        self.text += delta
-        ids, logprobs = _read_tokens(choice)
-        if ids is None:
-            self.missing_ids = self.missing_ids or bool(delta)
-        else:
-            self.saw_ids = True
-            self.token_ids.extend(ids)
-        if logprobs is None:
-            self.missing_logprobs = self.missing_logprobs or bool(delta) or bool(ids)
-        else:
-            self.logprobs.extend(logprobs)
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        if "stop_reason" in choice:  # vLLM: the stop string, the stop token id, or null for EOS
-            self.has_stop_reason = True
-            self.stop_reason = choice["stop_reason"]
-        return delta
-
-
-def _read_tokens(choice: dict[str, Any]) -> tuple[list[int] | None, list[float] | None]:
-    """The sampled token ids and log-probs in one choice, in whichever format the server used."""
-    ids = choice.get("token_ids")
-    ids = ids if _is_int_list(ids) else None
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
-        return ids, None
-    if isinstance(logprobs.get("content"), list):  # llama.cpp: [{"id", "token", "logprob"}, ...]
-        entries = [e for e in logprobs["content"] if isinstance(e, dict)]
-        values = [_as_logprob(e.get("logprob"), e.get("prob")) for e in entries]
-        entry_ids = [e.get("id") for e in entries]
-        return (ids if ids is not None else entry_ids if _is_int_list(entry_ids) else None), values
-    if isinstance(logprobs.get("token_logprobs"), list):  # OpenAI completions format
-        values = [_as_logprob(v) for v in logprobs["token_logprobs"]]
-        if ids is None:
-            parsed = [_parse_token_id(t) for t in logprobs.get("tokens") or []]
-            ids = parsed if len(parsed) == len(values) and _is_int_list(parsed) else None
-        return ids, values
-    return ids, None
-
-
-def _is_int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-
-
-def _parse_token_id(token: Any) -> int | None:
-    if isinstance(token, str) and token.startswith(_TOKEN_ID_PREFIX):
-        digits = token[len(_TOKEN_ID_PREFIX) :]
-        return int(digits) if digits.isdigit() else None
-    return None
-
-
-def _as_logprob(logprob: Any, prob: Any = None) -> float:
-    if isinstance(logprob, (int, float)):
-        return float(logprob)
-    if isinstance(prob, (int, float)):  # llama.cpp's post_sampling_probs answers probabilities
-        return math.log(prob) if prob > 0 else -math.inf
-    return math.nan
 
 
 class OpenAIPolicy:
@@ -167,7 +88,7 @@ class OpenAIPolicy:
         on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         """Sample one turn. With ``on_text``, the answer is streamed and each text delta passed to it."""
-        draft = _Draft()
+        draft = Draft()
         choices = self._choices(prompt_ids, sampling, stream=on_text is not None)
         async with contextlib.aclosing(choices):
             async for choice in choices:
@@ -205,7 +126,7 @@ class OpenAIPolicy:
     def _request_body(
         self, prompt_ids: list[int], sampling: SamplingParams, *, stream: bool
     ) -> dict[str, Any]:
-        if not _is_int_list(prompt_ids) or not prompt_ids:
+        if not is_int_list(prompt_ids) or not prompt_ids:
             raise ValueError(
                 "prompt_ids must be a non-empty list of token ids (ints); template the prompt first"
             )
@@ -292,7 +213,7 @@ class OpenAIPolicy:
 
     def _http_error(self, response: httpx.Response, *, attempts: int) -> PolicyError:
         status = response.status_code
-        message = _server_message(response)
+        message = server_message(response)
         if status in (401, 403):
             hint = "Pass api_key= (the key the server was started with)."
         elif status == 404:
@@ -330,7 +251,7 @@ class OpenAIPolicy:
             response = await self._open(body)
             try:
                 if stream and "text/event-stream" in response.headers.get("content-type", ""):
-                    async for data in _sse_data(response):
+                    async for data in sse_data(response):
                         if data.strip() == "[DONE]":
                             break
                         choice = self._choice(self._parse(data), required=False)
@@ -377,7 +298,7 @@ class OpenAIPolicy:
             raise self._malformed("a choice is not an object")
         return choices[0]
 
-    def _to_generation(self, draft: _Draft, sampling: SamplingParams) -> Generation:
+    def _to_generation(self, draft: Draft, sampling: SamplingParams) -> Generation:
         ids_exact = draft.saw_ids and not draft.missing_ids
         finish = self._finish_reason(draft, sampling, draft.token_ids if ids_exact else None)
         if ids_exact:
@@ -415,7 +336,7 @@ class OpenAIPolicy:
         )
 
     def _finish_reason(
-        self, draft: _Draft, sampling: SamplingParams, exact_ids: list[int] | None
+        self, draft: Draft, sampling: SamplingParams, exact_ids: list[int] | None
     ) -> FinishReason:
         reason = draft.finish_reason
         if reason == "length":
@@ -439,31 +360,6 @@ class OpenAIPolicy:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, self.completions_url)
-
-
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The data of each server-sent event (multi-line data joined, comments and other fields skipped)."""
-    lines: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" "))
-        elif not line and lines:
-            yield "\n".join(lines)
-            lines = []
-    if lines:
-        yield "\n".join(lines)
-
-
-def _server_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or "(empty body)"
-    message: Any = body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = (error.get("message") or error.get("detail") or error) if isinstance(error, dict) else error
-    return str(message)[:500]
 
 
 def _load_tokenizer(spec: Any) -> Any:
