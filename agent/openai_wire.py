@@ -1,5 +1,6 @@
-"""The OpenAI completions wire format: reading sampled ids and log-probs from a choice (vLLM,
-llama.cpp and OpenAI shapes), server-sent events, and error bodies. Parsing only: requests and retries live in ``agent.openai_policy``."""
+"""The OpenAI completions wire format: sampled ids and log-probs from a choice (vLLM, llama.cpp and
+OpenAI shapes), server-sent events, error bodies. Parsing only; requests and retries are in
+``agent.openai_policy``."""
 
 from __future__ import annotations
 
