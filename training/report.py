@@ -17,14 +17,13 @@ import html
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from training.eval import BASELINE, COLUMNS, EVAL_FILE, EvalReport, EvalRow, eval_rows, format_rate
-from training.metrics import CORRECT
+from training.report_html import CSS, PAGE, PRIORITY, note, outcome, trajectory_html
 from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -183,9 +182,9 @@ def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> s
 
     parts = ["<h2>Training</h2>"]
     if steps is None:
-        return parts[0] + _note(f"No training log ({TRAIN_LOG}) in this run directory: no training curves.")
+        return parts[0] + note(f"No training log ({TRAIN_LOG}) in this run directory: no training curves.")
     if not steps:
-        return parts[0] + _note(f"{TRAIN_LOG} holds no records yet.")
+        return parts[0] + note(f"{TRAIN_LOG} holds no records yet.")
     plots = [  # (file, title, keys → labels, rates?, say so when missing?)
         ("reward", "Mean reward", {"reward_mean": "reward"}, False, True),
         ("accuracy", "Accuracy per attempt (training rollouts)", {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2"},
@@ -204,7 +203,7 @@ def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> s
             figure = line_plot(title, xs, series, unit_interval=unit, smooth=True, marks=marks)
             parts.append(figures.img(name, figure, title))
         elif required:
-            parts.append(_note(f"{TRAIN_LOG} has no {' / '.join(f'<code>{k}</code>' for k in keys)} values."))
+            parts.append(note(f"{TRAIN_LOG} has no {' / '.join(f'<code>{k}</code>' for k in keys)} values."))
     return "\n".join(parts)
 
 
@@ -213,10 +212,10 @@ def _tools_section(steps: list[dict[str, Any]] | None, figures: Figures) -> str:
 
     head = "<h2>Tool use over training</h2>"
     if not steps:
-        return head + _note(f"No training records ({TRAIN_LOG}): no tool-use curves.")
+        return head + note(f"No training records ({TRAIN_LOG}): no tool-use curves.")
     xs, series = series_from_log(steps, {"tool_use_rate": "runs with a tool call", "tool_error_rate": "failed calls"})
     if not series:
-        return head + _note(f"{TRAIN_LOG} has no <code>tool_use_rate</code> / <code>tool_error_rate</code> values.")
+        return head + note(f"{TRAIN_LOG} has no <code>tool_use_rate</code> / <code>tool_error_rate</code> values.")
     return head + figures.img("tools", line_plot("Tool use", xs, series, unit_interval=True), "Tool use")
 
 
@@ -225,16 +224,16 @@ def _evaluation_section(evaluations: list[Evaluation], figures: Figures) -> str:
 
     parts = ["<h2>Evaluation</h2>"]
     if not evaluations:
-        return parts[0] + _note("No evaluation found: expected eval_before/ and eval_after/ (each with "
+        return parts[0] + note("No evaluation found: expected eval_before/ and eval_after/ (each with "
                                 "eval.json and trajectories.jsonl, as `anchorloop eval --out DIR` writes) "
                                 "or *.jsonl trajectory files.")
     labels = [e.label for e in evaluations]
     if "before" in labels and "after" not in labels:
-        parts.append(_note("No eval_after/ yet: showing the evaluation before training only."))
+        parts.append(note("No eval_after/ yet: showing the evaluation before training only."))
     if "after" in labels and "before" not in labels:
-        parts.append(_note("No eval_before/: nothing to compare the evaluation after training with."))
+        parts.append(note("No eval_before/: nothing to compare the evaluation after training with."))
     for e in evaluations:
-        parts += [_note(html.escape(p)) for p in e.problems]
+        parts += [note(html.escape(p)) for p in e.problems]
     parts.append(_metrics_table(evaluations))
     before = next((e for e in evaluations if e.label == "before"), None)
     after = next((e for e in evaluations if e.label == "after"), None)
@@ -288,7 +287,7 @@ def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
             cells.append(f"<td{cls}>{'–' if diff is None else f'{diff:+.1f}'}</td>")
         lines.append(f"<tr><td>{html.escape(row.env)}</td><td>{html.escape(row.config)}</td>{''.join(cells)}</tr>")
     if not lines:
-        return _note("The evaluations before and after share no env × configuration to compare.")
+        return note("The evaluations before and after share no env × configuration to compare.")
     heads = "".join(f"<th>{h}</th>" for h in ("env", "config", *(c for c, _ in COLUMNS)))
     return (f"<h3>After − before (percentage points)</h3><table><thead><tr>{heads}</tr></thead>"
             f"<tbody>{''.join(lines)}</tbody></table>")
@@ -314,99 +313,24 @@ def _overview(run_dir: Path, steps: list[dict[str, Any]] | None, evaluations: li
 
 # -- trajectories ------------------------------------------------------------------------------------
 
-KINDS = {(True, True): ("right → right", "rr"), (True, False): ("right → wrong", "rw"),
-         (False, True): ("wrong → right", "wr"), (False, False): ("wrong → wrong", "ww")}
-PRIORITY = {"wr": 0, "rw": 1, "ww": 2, "rr": 3}
-ROLE_LABELS = {"user": "question", "assistant": "model", "tool": "tool", "verify": "verify request",
-               "feedback": "format feedback"}
-ACTION = re.compile(r"(<tool_call>.*?</tool_call>|```.*?```)", re.DOTALL)
-
-
-def _kind(t: Trajectory) -> tuple[str, str]:
-    right = [(a.score or 0.0) >= CORRECT for a in t.attempts] or [False]
-    return KINDS[right[0], right[-1]]
-
-
 def _trajectories_section(evaluations: list[Evaluation], sample: int) -> str:
     head = "<h2>Trajectories</h2>"
     groups = [(e.label, config, ts) for e in evaluations for config, ts in e.trajectories.items() if ts]
     if not groups:
-        return head + _note("No trajectories to show.")
+        return head + note("No trajectories to show.")
     parts = [head, "<p class='hint'>A sample per evaluation: changed answers first, then the rest. "
              "Click a run to open it.</p>"]
     for e in evaluations:
         configs = [(c, ts) for c, ts in e.trajectories.items() if ts]
         share = max(1, sample // max(len(configs), 1))
         for config, trajectories in configs:
-            chosen = sorted(trajectories, key=lambda t: PRIORITY[_kind(t)[1]])[:share]
+            chosen = sorted(trajectories, key=lambda t: PRIORITY[outcome(t)[1]])[:share]
             title = e.label if config == BASELINE else f"{e.label} · {config}"
             parts.append(f"<h3>{html.escape(title)} <small>({len(chosen)} of {len(trajectories)})</small></h3>")
-            parts += [_trajectory_html(t) for t in chosen]
+            parts += [trajectory_html(t) for t in chosen]
     return "\n".join(parts)
 
-
-def _trajectory_html(t: Trajectory) -> str:
-    kind, cls = _kind(t)
-    answers = " → ".join(f"{a.answer!r} {'✓' if (a.score or 0) >= CORRECT else '✗'}" for a in t.attempts)
-    summary = (f"<span class='badge {cls}'>{kind}</span> {html.escape(f'{t.env}/{t.task_id}')} · "
-               f"{html.escape(answers or '(no answer)')} · turns {t.turns} · tool calls {t.tool_calls}")
-    messages = "".join(_message_html(m) for m in t.messages) or _note("(no messages recorded)")
-    foot = html.escape(f"stop: {t.stop_reason or '?'} · {t.tool_errors} tool errors · {t.parse_errors} "
-                       f"parse errors · {t.num_model_tokens} model tokens · {t.timings.total_s:.1f} s")
-    return f"<details><summary>{summary}</summary>{messages}<p class='hint'>{foot}</p></details>"
-
-
-def _message_html(message: dict[str, Any]) -> str:
-    role = str(message.get("role", "?"))
-    label = ROLE_LABELS.get(role, role)
-    if role == "tool":
-        args = json.dumps(message.get("arguments", {}), ensure_ascii=False)
-        label = f"{message.get('name', 'tool')}({args})" + (" ✗ error" if message.get("error") else "")
-    content = str(message.get("content", ""))
-    body = _highlight_actions(content) if role == "assistant" else html.escape(content)
-    error = " error" if message.get("error") else ""
-    css_role = role if role in ROLE_LABELS else "other"
-    return (f"<div class='msg {css_role}{error}'><div class='role'>{html.escape(label)}</div>"
-            f"<pre>{body}</pre></div>")
-
-
-def _highlight_actions(text: str) -> str:
-    """Escape the model's text, marking the tool calls and code blocks in it."""
-    pieces = ACTION.split(text)
-    return "".join(f"<span class='call'>{html.escape(p)}</span>" if i % 2 else html.escape(p)
-                   for i, p in enumerate(pieces))
-
-
-def _note(text: str) -> str:
-    return f"<p class='note'>{text}</p>"
 
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
-<body>
-{body}
-</body></html>
-"""
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
-img { max-width: 100%; display: block; margin: .8em 0; } small { color: #777; } summary { cursor: pointer; }
-table { border-collapse: collapse; font-size: 12.5px; margin: .6em 0; } th { background: #f4f4f4; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; } td:nth-child(-n+3) { text-align: left; }
-tr.all { font-weight: 600; background: #fafafa; } td.up { color: #1a7f37; } td.down { color: #c62828; }
-.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .4em .8em; } .hint, .meta { color: #666; }
-details { border: 1px solid #ddd; border-radius: 4px; margin: .4em 0; padding: .3em .6em; }
-.badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white; }
-.badge.wr { background: #1a7f37; } .badge.rw { background: #c62828; } .badge.rr { background: #6b8e6b; }
-.badge.ww { background: #8d6e63; } .msg { margin: .4em 0; border-left: 4px solid #bbb; padding: .2em .6em; }
-.msg .role { font-size: 11px; text-transform: uppercase; color: #555; font-weight: 600; }
-.msg pre { margin: .2em 0; white-space: pre-wrap; word-break: break-word; font-size: 12.5px; }
-.msg.user { border-color: #0288d1; background: #f1f8fd; } .msg.assistant { border-color: #555; }
-.msg.tool { border-color: #f0b400; background: #fffbea; } .msg.verify { border-color: #8e24aa; background: #f7eefa; }
-.msg.tool.error, .msg.feedback { border-color: #c62828; background: #fdecea; }
-.call { background: #fff3c4; outline: 1px solid #f0d264; }
-"""
