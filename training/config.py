@@ -53,6 +53,7 @@ class TrainingConfig(_Section):
     tasks_per_step: int = Field(2, ge=1)
     num_generations: int = Field(4, ge=2)
     micro_batch_size: int = Field(1, ge=1)  # sequences per forward/backward; the step accumulates the rest
+    share_prefix: bool = True  # encode a micro-batch's common prefix (system prompt, exemplars) once in the loss
     learning_rate: float = Field(1e-5, gt=0)
     beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
     max_grad_norm: float = 1.0

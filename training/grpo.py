@@ -31,6 +31,7 @@ from envs import Env, Task
 from training.metrics import compute_metrics
 from training.rewards import no_signal_fraction, total_rewards
 from training.rollout import rollout
+from training.shared_prefix import shared_prefix_logps
 from training.trajectory import Trajectory, save_jsonl
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,36 @@ class AgentRollout:
 class SelfCorrectionGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with SCoRe Stage I for the first ``stage1_steps`` steps (see module docstring)."""
 
-    def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(*args, rollout_func=agent_rollout, **kwargs)
         self.agent_rollout = agent_rollout
         self.stage1_steps = stage1_steps
+        self.share_prefix = share_prefix
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: int | None = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **multimodal: Any) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """TRL's log-probs, with the rows' common prefix (system prompt, exemplars) encoded once per
+        micro-batch (``training.shared_prefix``). Falls back to TRL's own path for multimodal or MoE
+        inputs and for models wrapped for several processes (DDP/FSDP expect one forward per backward)."""
+        wrapped = self.accelerator.unwrap_model(model) is not model
+        if (not self.share_prefix or wrapped or compute_aux_loss or input_ids.size(0) < 2
+                or any(v is not None for v in multimodal.values())):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        chunk = batch_size or input_ids.size(0)
+        parts = []
+        for start in range(0, input_ids.size(0), chunk):
+            with self.accelerator.autocast():
+                parts.append(shared_prefix_logps(model, input_ids[start : start + chunk],
+                                                 attention_mask[start : start + chunk], logits_to_keep,
+                                                 compute_entropy=compute_entropy))
+        logps = torch.cat([p[0] for p in parts])
+        entropies = torch.cat([p[1] for p in parts]) if compute_entropy else None
+        return logps, entropies, None
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)

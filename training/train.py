@@ -133,7 +133,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     rollout = _LazyRollout(lambda: make(trainer.accelerator.unwrap_model(trainer.model)))
     trainer = SelfCorrectionGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,
-        peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps,
+        peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps, share_prefix=tr.share_prefix,
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar shows what matters; TensorBoard gets the rest
     trainer.add_callback(RichProgress(rollout, console))

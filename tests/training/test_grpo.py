@@ -11,6 +11,7 @@ from envs import get_env
 from training.config import RewardConfig
 from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, first_attempt_mask
 from training.rollout import build_env_agent
+from training.shared_prefix import common_prefix_length, shared_prefix_logps
 from training.trajectory import Attempt, Trajectory
 
 
@@ -43,14 +44,15 @@ def step_setup(tmp_path):
                             sampling=SamplingParams(max_new_tokens=12, temperature=1.0))
     rollout = Recorder(AgentRollout(policy, agent, env, tasks, RewardConfig(), tmp_path))
 
-    def make(stage1_steps=0, beta=0.0):
+    def make(stage1_steps=0, beta=0.0, share_prefix=True):
         args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
                           max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
                           activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
                           beta=beta, disable_tqdm=True)
         return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[varying_reward],
                                          args=args, train_dataset=env.as_dataset("train", n=2),
-                                         agent_rollout=rollout, stage1_steps=stage1_steps)
+                                         agent_rollout=rollout, stage1_steps=stage1_steps,
+                                         share_prefix=share_prefix)
 
     yield model, rollout, make
     policy.close()
@@ -85,7 +87,7 @@ def test_inserted_tokens_get_no_gradient(step_setup):
     """The gradient reaching the final hidden state at a position is that position's loss term alone
     (nothing after the last layer mixes positions), so it is zero exactly where the loss ignores a token."""
     model, rollout, make = step_setup
-    trainer = make()
+    trainer = make(share_prefix=False)  # the hidden-state layout below is TRL's; the shared path is tested against it
     inputs = trainer._generate_and_score_completions(_batch(trainer))
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which we bypass here
     final_hidden = {}
@@ -108,6 +110,70 @@ def test_inserted_tokens_get_no_gradient(step_setup):
     assert inserted.any() and sampled.any()
     assert torch.all(grad[inserted] == 0)
     assert grad[sampled].sum() > 0
+
+
+def test_shared_prefix_loss_equals_trls_loss_and_gradients(step_setup, monkeypatch):
+    """Encoding the rows' common prefix once is the same function of the weights as TRL's full rows."""
+    import training.grpo as grpo
+
+    model, rollout, make = step_setup
+    trainer = make(beta=0.1)
+    calls = []
+    monkeypatch.setattr(grpo, "shared_prefix_logps",
+                        lambda *a, **k: calls.append(a[1].shape) or shared_prefix_logps(*a, **k))
+    inputs = trainer._generate_and_score_completions(_batch(trainer))  # reference log-probs (beta > 0)
+    assert calls, "the reference log-probs did not take the shared-prefix path"
+    trainer.current_gradient_accumulation_steps = 1
+    model.train()
+    results = {}
+    for share in (False, True):
+        trainer.share_prefix = share
+        calls.clear()
+        model.zero_grad()
+        loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+        results[share] = (loss.item(), [p.grad.clone() for p in model.parameters()])
+        assert bool(calls) == share
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-5, abs=1e-6)
+    assert any(g.abs().sum() > 0 for g in results[False][1])
+    for shared, full in zip(results[True][1], results[False][1], strict=True):
+        torch.testing.assert_close(shared, full, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prefix_log_probs_match_full_rows_with_padding():
+    from trl.trainer.utils import add_fused_lm_head
+
+    torch.manual_seed(0)
+    model, _ = load_model("tiny-random", device="cpu")
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    vocab = model.config.vocab_size
+    prefix = torch.randint(5, vocab, (40,))
+    prompts = [torch.cat([prefix, torch.randint(5, vocab, (n,))]) for n in (3, 7, 5, 4)]
+    completions = [torch.randint(5, vocab, (n,)) for n in (6, 9, 4, 0)]  # the last row is fully masked
+    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
+    ids = torch.zeros(4, width_p + width_c, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        ids[b, width_p - len(p) : width_p], mask[b, width_p - len(p) : width_p] = p, 1
+        ids[b, width_p : width_p + len(c)], mask[b, width_p : width_p + len(c)] = c, 1
+    logps, entropy = shared_prefix_logps(model, ids, mask, width_c, compute_entropy=True)
+    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        if not len(c):
+            assert torch.all(logps[b] == 0)
+            continue
+        full = torch.cat([p, c])[None]
+        labels = full.clone()
+        labels[:, : len(p)] = -100
+        out = model(input_ids=full, labels=labels, fused_lm_head=True)
+        torch.testing.assert_close(logps[b, : len(c)], out.log_probs[0, len(p) - 1 :], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(entropy[b, : len(c)], out.entropy[0, len(p) - 1 :], rtol=1e-5, atol=1e-5)
+
+
+def test_common_prefix_length():
+    rows = [torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 5]), torch.tensor([1, 2, 3])]
+    assert common_prefix_length(rows) == 2
+    assert common_prefix_length([torch.tensor([1, 2]), torch.tensor([1, 2, 3])]) == 2
+    assert common_prefix_length([torch.tensor([7]), torch.tensor([1])]) == 0
 
 
 def _batch(trainer):
