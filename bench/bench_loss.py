@@ -134,13 +134,14 @@ def main() -> None:
     if args.no_write:
         return
     prompts, completions = shape["prompt tokens"], shape["completion tokens"]
+    loads = ", ".join(f"{x['load'][0]:.2f}/{x['load'][1]:.2f}" for v in variants for x in results[v])
+    header = "  \n".join([
+        f"Command: `{command_line('bench_loss.py')}`", f"Date: {utc_now()}", f"Machine: {machine()}",
+        f"Load average (1 min) when the measurements started: {load:.2f} (after waiting {waited:.0f} s for < 1.0); "
+        f"each run's load before/after: {loads}"])
     section = f"""{SECTION}
 
-Command: `{command_line("bench_loss.py")}`  
-Date: {utc_now()}  
-Machine: {machine()}  
-Load average (1 min) when the measurements started: {load:.2f} (after waiting {waited:.0f} s for < 1.0); \
-each run's load before/after: {", ".join(f"{x['load'][0]:.2f}/{x['load'][1]:.2f}" for v in variants for x in results[v])}
+{header}
 
 One real rollout of {shape["rows"]} trajectories (`configs/quickstart.toml`: SmolLM2-135M-Instruct, `arithmetic` \
 level 2, 4 per task), scored by the trainer as in training; then TRL's loss (`compute_loss`) and its backward over \

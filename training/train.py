@@ -91,8 +91,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         output_dir=str(run_dir / "checkpoints"),
         # one rollout of tasks_per_step × num_generations trajectories per optimizer step, trained in
         # micro-batches (attention activations grow with the square of the length: memory, not speed)
-        per_device_train_batch_size=tr.micro_batch_size,
-        gradient_accumulation_steps=tr.tasks_per_step * tr.num_generations // tr.micro_batch_size,
+        per_device_train_batch_size=tr.micro_batch,
+        gradient_accumulation_steps=tr.tasks_per_step * tr.num_generations // tr.micro_batch,
         num_generations=tr.num_generations,
         max_steps=tr.steps,
         learning_rate=tr.learning_rate,

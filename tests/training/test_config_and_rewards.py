@@ -29,6 +29,18 @@ def test_bad_values_and_files_are_clear(tmp_path):
     path.write_text("[training]\nstage1_steps = 2\n")
     with pytest.raises(ConfigError, match="beta"):
         load_config(path)
+    path.write_text("[training]\ntasks_per_step = 3\nnum_generations = 2\nmicro_batch_size = 4\n")
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        load_config(path)
+
+
+def test_micro_batch_defaults_to_a_divisor_of_the_step_batch(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    for tasks, generations, micro in [(2, 4, 4), (3, 2, 3), (1, 2, 2), (5, 5, 1)]:
+        cfg = load_config(path, {"training.tasks_per_step": tasks, "training.num_generations": generations})
+        assert cfg.training.micro_batch == micro
+    assert load_config(path, {"training.micro_batch_size": 2}).training.micro_batch == 2
 
 
 def test_overrides_apply_dotted_keys(tmp_path):
