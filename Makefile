@@ -33,6 +33,8 @@ bench: setup
 	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_rollout.py
 	$(BIN)/python bench/bench_train_step.py
+	$(BIN)/python bench/bench_loss.py
+	$(BIN)/python bench/bench_learning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
