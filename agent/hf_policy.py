@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from agent.kv_batch import KV, buffered_cache, concat_rows, left_pad, row_kv, select_rows
+from agent.kv_batch import KV, buffered_cache, concat_rows, left_pad, returned_cache, row_kv, select_rows, with_cache
 from agent.policy import Generation, PolicyError, SamplingParams
 from agent.prefix_cache import PrefixCache
 from agent.sampling import sample_rows
@@ -218,13 +218,13 @@ class HFPolicy:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **with_cache(cache),
         )
         self.stats.forward_passes += 1
         self.stats.batch_rows_sum += input_ids.shape[0]
-        new_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        new_kv = [(layer.keys, layer.values) for layer in returned_cache(out).layers]
         return out.logits[:, -1, :], new_kv
 
     def _admit(self, joiners: list[_Request]) -> None:

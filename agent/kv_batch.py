@@ -8,9 +8,12 @@ in the middle of a row (a reused prefix padded to a common length, then new toke
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [B, H, S, D]
 
@@ -93,3 +96,19 @@ def buffered_cache(kv: KV, headroom: int = 64) -> DynamicCache:
     if kv:
         cache.layers = [BufferedLayer(k, v, headroom) for k, v in kv]
     return cache
+
+
+def with_cache(cache: DynamicCache | None) -> dict[str, DynamicCache | None]:
+    """The keyword that hands ``cache`` to a model's forward: ``cache`` in newer transformers,
+    ``past_key_values`` before (deprecated from 5.24, due to go in 5.40). Decided by the library's
+    output type rather than one model's signature, so wrapped models (peft, DDP) get the same."""
+    return {_CACHE_KEYWORD: cache}
+
+
+_CACHE_KEYWORD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def returned_cache(output: Any) -> DynamicCache:
+    """The cache a forward pass returned, under either of its names."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from agent.kv_batch import returned_cache, with_cache
+
 
 def common_prefix_length(rows: list[torch.Tensor]) -> int:
     """Length of the longest prefix all rows share."""
@@ -55,7 +57,7 @@ def shared_prefix_logps(model: Any, input_ids: torch.Tensor, attention_mask: tor
     cache = None
     if shared > 0:
         prefix = model(input_ids=prompts[0][None, :shared], use_cache=True, logits_to_keep=1)
-        cache = _expand(prefix.past_key_values, len(live))
+        cache = _expand(returned_cache(prefix), len(live))
     longest = max(len(s) for s in suffixes)
     pad = input_ids.new_zeros((len(live), longest))
     suffix_mask = torch.zeros_like(pad)
@@ -66,8 +68,8 @@ def shared_prefix_logps(model: Any, input_ids: torch.Tensor, attention_mask: tor
         labels[i, len(p) - shared : len(s)] = s[len(p) - shared :]
     full_mask = torch.cat([suffix_mask.new_ones((len(live), shared)), suffix_mask], dim=1)
     positions = torch.arange(shared, shared + longest, device=pad.device).expand(len(live), -1)
-    out = model(input_ids=pad, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
-                labels=labels, fused_lm_head=True)
+    out = model(input_ids=pad, attention_mask=full_mask, position_ids=positions, labels=labels, fused_lm_head=True,
+                **with_cache(cache))
     # the fused head scores label t+1 at position t: column j of a completion sits at
     # suffix position (len(prompt) - shared + j), scored at index (len(prompt) - shared + j - 1)
     for i, (b, p, c) in enumerate(zip(live, prompts, completions, strict=True)):
