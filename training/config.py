@@ -65,6 +65,9 @@ class TrainingConfig(_Section):
     seed: int = 0
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     max_batch_size: int = Field(16, ge=1)  # rows decoded together during rollouts
+    # generate on a vLLM server (GPU) instead of in-process; TRL pushes the weights to it before each rollout
+    vllm_server: str | None = Field(None, pattern=r"^https?://")
+    vllm_server_timeout_s: float = Field(240.0, gt=0)  # how long to wait for the server to come up
 
     @property
     def micro_batch(self) -> int:

@@ -1,7 +1,8 @@
 """Multi-turn online RL with TRL's ``GRPOTrainer``: our rollout engine generates, TRL optimizes.
 
 ``AgentRollout`` is the ``rollout_func``: it runs the self-correcting agent on the trainer's own
-weights (same model object, eval mode, no gradient), batched across the whole generation batch,
+weights (same model object, eval mode, no gradient) or on a vLLM server TRL keeps in sync
+(``training.rollout_backend``), batched across the whole generation batch,
 and returns exact ids, sampled log-probs and the ``env_mask`` that keeps inserted tokens out of
 the loss. Per-trajectory fields (first/last score, tool and parse counts) go to the reward
 functions in ``training.rewards``.
@@ -65,10 +66,11 @@ class AgentRollout:
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         tasks = [self._task(p) for p in prompts]
-        model = self.policy.model
+        model = trainer.model  # in-process, the policy samples from this very module
         was_training = model.training
         model.eval()
-        self.policy.reset_cache()  # the weights changed since the last rollout
+        if hasattr(self.policy, "reset_cache"):  # cached keys/values of the old weights (a vLLM
+            self.policy.reset_cache()  # server's cache is reset by TRL when it pushes new ones)
         started = time.perf_counter()
         try:
             trajectories = asyncio.run(rollout(self.agent, self.env, tasks))

@@ -69,13 +69,13 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     import torch
     from trl import GRPOConfig
 
-    from agent.hf_policy import HFPolicy
     from agent.models import load_model
     from agent.policy import SamplingParams
     from envs import get_env
     from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
     from training.rewards import reward_functions
     from training.rollout import build_env_agent
+    from training.rollout_backend import rollout_policy, vllm_args
 
     cfg, tr = config, config.training
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tb"))  # how transformers 5 takes it
@@ -111,6 +111,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         seed=tr.seed,
         disable_tqdm=True,
         reward_weights=weights,
+        **vllm_args(tr),
     )
     peft_config = None
     if cfg.model.lora:
@@ -121,7 +122,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     trainer = None
 
     def make(policy_model: Any) -> Any:
-        policy = HFPolicy(policy_model, tokenizer, max_batch_size=tr.max_batch_size)
+        policy = rollout_policy(tr, policy_model, tokenizer)
         sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
         agent = build_env_agent(policy, env, protocol=cfg.agent.protocol, max_turns=cfg.agent.max_turns,
                                 max_tool_calls=cfg.agent.max_tool_calls, self_correct=cfg.agent.self_correct,
@@ -186,7 +187,7 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
-        if rollout._inner is not None:
+        if rollout._inner is not None and hasattr(rollout.policy, "close"):  # HFPolicy's decode thread
             rollout.policy.close()
     final = run_dir / "final"
     trainer.save_model(str(final))

@@ -1,0 +1,63 @@
+"""Where training rollouts are sampled: in-process on the trainer's own weights, or on a vLLM server.
+
+In-process (the default) the rollout's ``HFPolicy`` runs the very model object TRL optimizes, so
+every rollout sees the latest weights for free. With ``training.vllm_server`` set, generation moves
+to a vLLM server on its own GPU: TRL's server mode (``use_vllm=True, vllm_mode="server"``) pushes
+the trained weights to it before every rollout and resets its prefix cache, and the agent talks to
+it through ``OpenAIPolicy``, sending token ids and getting the sampled ids and log-probs back, so
+trajectories stay exact. The server must be started for weight updates and sampling-distribution
+log-probs (README, "GPU, model servers and several processes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from training.config import TrainingConfig
+
+
+def vllm_args(training: TrainingConfig) -> dict[str, Any]:
+    """The ``GRPOConfig`` fields that put generation on the configured vLLM server (none if unset)."""
+    if training.vllm_server is None:
+        return {}
+    return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": training.vllm_server,
+            "vllm_server_timeout": training.vllm_server_timeout_s}
+
+
+def rollout_policy(training: TrainingConfig, model: Any, tokenizer: Any, *,
+                   transport: httpx.AsyncBaseTransport | None = None) -> Any:
+    """The policy the rollouts sample from: ``HFPolicy`` on ``model``, or ``OpenAIPolicy`` on the server.
+    Called from the trainer's (synchronous) loop."""
+    if training.vllm_server is None:
+        from agent.hf_policy import HFPolicy
+
+        return HFPolicy(model, tokenizer, max_batch_size=training.max_batch_size)
+    from agent.openai_policy import OpenAIPolicy
+
+    name = asyncio.run(served_model(training.vllm_server, transport=transport))
+    return OpenAIPolicy(training.vllm_server, name, tokenizer=tokenizer, transport=transport)
+
+
+async def served_model(base_url: str, *, timeout_s: float = 10.0,
+                       transport: httpx.AsyncBaseTransport | None = None) -> str:
+    """The name of the one model an OpenAI-compatible server serves (``GET /v1/models``)."""
+    url = base_url.rstrip("/").removesuffix("/v1") + "/v1/models"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, transport=transport) as client:
+            response = await client.get(url)
+            response.raise_for_status()
+            models = [m["id"] for m in response.json()["data"]]
+    except httpx.HTTPError as exc:
+        raise ConnectionError(f"training.vllm_server: no vLLM server answered at {url} ({exc}). Start it first "
+                              "(README: GPU, model servers and several processes), or remove the key to generate "
+                              "in-process.") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConnectionError(f"training.vllm_server: {url} did not list models the OpenAI way ({exc!r}); "
+                              "is it a vLLM server?") from exc
+    if len(models) != 1:
+        raise ConnectionError(f"training.vllm_server: {url} serves {len(models)} models ({models}); training "
+                              "needs a server with exactly the one being trained.")
+    return models[0]
