@@ -86,6 +86,7 @@ class AgentRollout:
         fields = {**_reward_fields(trajectories), "stage": [stage] * len(trajectories)}
         self.first_attempt_masks = [first_attempt_mask(t) for t in trajectories]
         self._record(step, trajectories, fields, seconds, trainer)
+        _stop_if_all_failed(step, trajectories)
         batch = [_trainable(t, self.policy.tokenizer) for t in trajectories]
         return {
             "prompt_ids": [b[0] for b in batch],
@@ -175,6 +176,15 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
                 first[i, : len(mask)] = torch.tensor(mask[:width], dtype=first.dtype)
             out["advantages"] = out["advantages"].reshape(-1, 1) * (1 - first)
         return out
+
+
+def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:
+    """One broken trajectory is data; a step where every one broke (the model server is down, the
+    policy ran out of memory) would train on nothing, step after step: stop and say why instead."""
+    errors = [t.stop_reason for t in trajectories if t.stop_reason.startswith("error:")]
+    if trajectories and len(errors) == len(trajectories):
+        raise RuntimeError(f"every trajectory of training step {step} failed, e.g. {errors[0][len('error: '):]}. "
+                           "Fix the cause, then continue from the last checkpoint with --resume.")
 
 
 def _reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:

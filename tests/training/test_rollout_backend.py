@@ -128,3 +128,24 @@ def test_one_grpo_step_trains_on_exactly_what_the_server_sampled(tmp_path):
         assert 0 in mask  # the verify instruction was inserted, not sampled
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_a_step_whose_every_trajectory_failed_stops_training_and_says_why(tmp_path):
+    model, tokenizer = load_model("tiny-random", device="cpu")
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    policy = OpenAIPolicy(SERVER, "smol", tokenizer=tokenizer, transport=httpx.MockTransport(down), max_retries=0)
+    env = get_env("arithmetic", level=1)
+    agent = build_env_agent(policy, env, max_turns=2, exemplars=[], sampling=SamplingParams(max_new_tokens=8))
+    rollout = AgentRollout(policy, agent, env, env.tasks("train", n=2), RewardConfig(), tmp_path)
+    args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
+                      max_steps=1, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True)
+    trainer = SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer,
+                                        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                                        args=args, train_dataset=env.as_dataset("train", n=2), agent_rollout=rollout)
+    with pytest.raises(RuntimeError, match=r"every trajectory of training step 0 failed.*gpu-box.*--resume"):
+        trainer.train()
+    saved = (tmp_path / "trajectories" / "step_00000.jsonl").read_text().splitlines()
+    assert len(saved) == 4  # the failed runs are kept for inspection
