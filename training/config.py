@@ -53,7 +53,7 @@ class TrainingConfig(_Section):
     tasks_per_step: int = Field(2, ge=1)
     num_generations: int = Field(4, ge=2)
     # sequences per forward/backward (the step accumulates the rest); unset: the largest divisor of the
-    # step's batch up to 4 (with the shared prefix, 4 rows took 7.7 GiB on SmolLM2; 4 full rows 12.5)
+    # step's batch up to 4 (with the shared prefix, 4 SmolLM2 rows peaked at 5.3 GiB; 4 full rows at 10.2)
     micro_batch_size: int | None = Field(None, ge=1)
     share_prefix: bool = True  # encode a micro-batch's common prefix (system prompt, exemplars) once in the loss
     learning_rate: float = Field(1e-5, gt=0)
