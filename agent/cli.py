@@ -139,7 +139,7 @@ def demo(
     steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
     model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
 ) -> None:
-    """The whole loop: evaluate → train to self-correct → evaluate → report (≈15 min on 2 CPU cores)."""
+    """The whole loop: evaluate → train to self-correct → evaluate → report (≈10 min on 2 CPU cores)."""
     import time
 
     from training.config import load_config
