@@ -59,8 +59,7 @@ class OpenAIPolicy:
             raise ValueError(f"prompt_format={prompt_format!r}: use 'token_ids' (vLLM, llama.cpp) or 'text'")
         if max_retries < 0 or backoff_s < 0:
             raise ValueError(f"max_retries={max_retries}, backoff_s={backoff_s}: both must be >= 0")
-        root = base_url.rstrip("/")
-        root = root.removesuffix("/v1")
+        root = server_root(base_url)
         self.base_url = root
         self.completions_url = f"{root}/v1/completions"
         self.model = model
@@ -360,6 +359,11 @@ class OpenAIPolicy:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, self.completions_url)
+
+
+def server_root(base_url: str) -> str:
+    """The server's root URL, whether ``base_url`` is given with or without its ``/v1``."""
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def _load_tokenizer(spec: Any) -> Any:

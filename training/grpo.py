@@ -183,7 +183,8 @@ def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:
     policy ran out of memory) would train on nothing, step after step: stop and say why instead."""
     errors = [t.stop_reason for t in trajectories if t.stop_reason.startswith("error:")]
     if trajectories and len(errors) == len(trajectories):
-        raise RuntimeError(f"every trajectory of training step {step} failed, e.g. {errors[0][len('error: '):]}. "
+        cause = errors[0].removeprefix("error: ")
+        raise RuntimeError(f"every trajectory of training step {step} failed, e.g. {cause}. "
                            "Fix the cause, then continue from the last checkpoint with --resume.")
 
 

@@ -44,7 +44,9 @@ def rollout_policy(training: TrainingConfig, model: Any, tokenizer: Any, *,
 async def served_model(base_url: str, *, timeout_s: float = 10.0,
                        transport: httpx.AsyncBaseTransport | None = None) -> str:
     """The name of the one model an OpenAI-compatible server serves (``GET /v1/models``)."""
-    url = base_url.rstrip("/").removesuffix("/v1") + "/v1/models"
+    from agent.openai_policy import server_root
+
+    url = server_root(base_url) + "/v1/models"
     try:
         async with httpx.AsyncClient(timeout=timeout_s, transport=transport) as client:
             response = await client.get(url)

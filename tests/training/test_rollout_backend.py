@@ -46,6 +46,16 @@ class ModelsAndCompletions:
         await self.completions(scope, receive, send)
 
 
+def one_step_trainer(model, tokenizer, env, rollout, reward, tmp_path) -> SelfCorrectionGRPOTrainer:
+    """A real GRPO trainer for one step of 2 tasks × 2 generations on ``rollout``'s trajectories."""
+    args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
+                      max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
+                      activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
+                      disable_tqdm=True)
+    return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward], args=args,
+                                     train_dataset=env.as_dataset("train", n=2), agent_rollout=rollout)
+
+
 def test_without_a_server_rollouts_run_in_process_on_the_trained_model():
     model, tokenizer = load_model("tiny-random", device="cpu")
     training = TrainingConfig()
@@ -104,16 +114,9 @@ def test_one_grpo_step_trains_on_exactly_what_the_server_sampled(tmp_path):
         outputs.append(rollout(prompts, trainer))
         return outputs[-1]
 
-    args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
-                      max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
-                      activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
-                      disable_tqdm=True)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer,
-                                        reward_funcs=[lambda completions, **_: [float(i % 2) for i in
-                                                                                range(len(completions))]],
-                                        args=args, train_dataset=env.as_dataset("train", n=2),
-                                        agent_rollout=recording)
+    trainer = one_step_trainer(model, tokenizer, env, recording,
+                               lambda completions, **_: [float(i % 2) for i in range(len(completions))], tmp_path)
     trainer.train()
 
     out = outputs[0]
@@ -140,11 +143,8 @@ def test_a_step_whose_every_trajectory_failed_stops_training_and_says_why(tmp_pa
     env = get_env("arithmetic", level=1)
     agent = build_env_agent(policy, env, max_turns=2, exemplars=[], sampling=SamplingParams(max_new_tokens=8))
     rollout = AgentRollout(policy, agent, env, env.tasks("train", n=2), RewardConfig(), tmp_path)
-    args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
-                      max_steps=1, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True)
-    trainer = SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer,
-                                        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                                        args=args, train_dataset=env.as_dataset("train", n=2), agent_rollout=rollout)
+    trainer = one_step_trainer(model, tokenizer, env, rollout, lambda completions, **_: [0.0] * len(completions),
+                               tmp_path)
     with pytest.raises(RuntimeError, match=r"every trajectory of training step 0 failed.*gpu-box.*--resume"):
         trainer.train()
     saved = (tmp_path / "trajectories" / "step_00000.jsonl").read_text().splitlines()
