@@ -14,6 +14,13 @@ from typing import Any
 _PROBE = "\u2063PROBE\u2063"  # an assistant message body that no template alters
 
 
+def end_of_turn_ids(tokenizer: Any) -> set[int]:
+    """Ids that end a model turn: the eos token, and the template's turn-closing token where it has one."""
+    if not getattr(tokenizer, "chat_template", None):
+        return {tokenizer.eos_token_id} - {None}
+    return ChatFormat(tokenizer).end_of_turn_ids - {None}
+
+
 class ChatFormat:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -24,11 +31,8 @@ class ChatFormat:
             )
         self.native_tools = "tools" in template
         self.native_tool_role = "'tool'" in template or '"tool"' in template
-        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.end_of_turn_ids = {tokenizer.eos_token_id} | (
-            {end} if isinstance(end, int) and end != tokenizer.unk_token_id else set()
-        )
         self._turn_close = self._render_tail([], add_generation_prompt=False)
+        self.end_of_turn_ids = {tokenizer.eos_token_id} | self._turn_close_token()
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """Ids of ``messages`` followed by the opening of an assistant turn."""
@@ -75,6 +79,13 @@ class ChatFormat:
         if at < 0:
             raise ValueError("The chat template drops assistant content; cannot build token-exact turns.")
         return text[at + len(_PROBE) :]
+
+    def _turn_close_token(self) -> set[int]:
+        """The special token the template closes an assistant turn with (ChatML: ``<|im_end|>``)."""
+        ids = self.encode(self._turn_close.strip())
+        special = set(getattr(self.tokenizer, "all_special_ids", []) or []) | set(
+            getattr(self.tokenizer, "added_tokens_decoder", {}) or {})
+        return {ids[0]} if ids and ids[0] in special else set()
 
     def _strip_turn_close(self, tail: str) -> str:
         close = self._turn_close.rstrip("\n ")

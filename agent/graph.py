@@ -30,13 +30,13 @@ from agent.prompts import (
     VERIFY_WITHOUT_TOOLS,
     Exemplar,
     exemplar_messages,
-    run_sync,
     system_prompt,
 )
 from agent.protocols import ToolCall, get_protocol
+from agent.sync import run_sync
 from tools import Tool, ToolResult
 
-DEFAULT_SAMPLING = SamplingParams(max_new_tokens=192, temperature=0.7)
+DEFAULT_SAMPLING = SamplingParams(temperature=0.7)
 
 
 class AgentState(TypedDict, total=False):
@@ -46,6 +46,8 @@ class AgentState(TypedDict, total=False):
     env_mask: Annotated[list[int], operator.add]
     logprobs: Annotated[list[float], operator.add]
     messages: Annotated[list[dict], operator.add]  # readable transcript
+    turn_spans: Annotated[list[dict], operator.add]  # {start, end, attempt} of each model turn in completion_ids
+    first_attempt: dict  # input only: a given first attempt {"calls": [{tool, arguments}], "answer"} to verify
     attempts: list[dict]  # overwritten, so each new question in a conversation starts afresh
     action: dict
     turns: int
@@ -112,16 +114,43 @@ def build_agent(
         if state.get("prompt_ids"):
             return fresh | inserted([{"role": "user", "content": question}], state,
                                     [{"role": "user", "content": question}])
-        prompt = fmt.prompt_ids(preamble + [{"role": "user", "content": question}], tools=schemas)
+        conversation, shown = [{"role": "user", "content": question}], [{"role": "user", "content": question}]
+        given = state.get("first_attempt")
+        if given and not self_correct:
+            raise ValueError("A given first_attempt is there to be verified; build the agent with self_correct=True.")
+        if given:  # the run starts at the verify step, from an attempt the model did not write
+            turns, shown_turns, attempt = await given_attempt(given)
+            conversation += turns + [{"role": "user", "content": verify_text}]
+            shown += shown_turns + [{"role": "verify", "content": verify_text}]
+            fresh["attempts"] = [attempt]
         return fresh | {
-            "prompt_ids": prompt, "messages": [{"role": "user", "content": question}],
+            "prompt_ids": fmt.prompt_ids(preamble + conversation, tools=schemas), "messages": shown,
             "tool_errors": 0, "parse_errors": 0, "generate_s": 0.0, "tools_s": 0.0,
         }
+
+    async def given_attempt(given: dict) -> tuple[list[dict], list[dict], dict]:
+        """Chat turns, transcript and attempt record of a first attempt written for the model: its
+        calls in the model's own format, their real tool output, and its final answer."""
+        turns, shown = [], []
+        for call in given["calls"]:
+            result = await _call(tools_by_name, ToolCall(call["tool"], call["arguments"]), tool_timeout_s)
+            turns.append({"role": "assistant", "content": proto.render_call(call["tool"], call["arguments"])})
+            turns += fmt.observation_messages([result.content])
+            shown += [{"role": "assistant", "content": turns[-2]["content"], "injected": True},
+                      {"role": "tool", "name": call["tool"], "arguments": call["arguments"], "content": result.content,
+                       "error": result.error, "injected": True}]
+        final = f"Final answer: {given['answer']}"
+        turns.append({"role": "assistant", "content": final})
+        shown.append({"role": "assistant", "content": final, "injected": True})
+        attempt = {"answer": given["answer"], "turn": -1, "tool_calls_before": len(given["calls"]), "injected": True}
+        return turns, shown, attempt
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict:
         started = time.perf_counter()
         ids = state["prompt_ids"] + state.get("completion_ids", [])
         turn = await policy.generate(ids, sampling, on_text=_token_streamer(config))
+        at = len(state.get("completion_ids", []))
+        span = {"start": at, "end": at + len(turn.token_ids), "attempt": len(state.get("attempts", []))}
         action = proto.parse(turn.text)
         if turn.finish_reason == "length" and not action.tool_calls and action.final_answer is None:
             action.error = (f"Your reply was cut off after {len(turn.token_ids)} tokens. Be brief: "
@@ -129,7 +158,7 @@ def build_agent(
         return {
             "completion_ids": turn.token_ids, "env_mask": [1] * len(turn.token_ids),
             "logprobs": turn.logprobs,
-            "messages": [{"role": "assistant", "content": turn.text}],
+            "messages": [{"role": "assistant", "content": turn.text}], "turn_spans": [span],
             "action": asdict(action), "turns": state.get("turns", 0) + 1,
             "last_closed_turn": fmt.closes_turn(turn.token_ids),
             "generate_s": state.get("generate_s", 0.0) + time.perf_counter() - started,

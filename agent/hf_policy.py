@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from agent.chat_format import end_of_turn_ids
 from agent.kv_batch import KV, buffered_cache, concat_rows, left_pad, returned_cache, row_kv, select_rows, with_cache
 from agent.policy import Generation, PolicyError, SamplingParams
 from agent.prefix_cache import PrefixCache
@@ -378,7 +379,4 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
             ids.add(value)
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-        ids.add(end_of_turn)
-    return ids
+    return ids | end_of_turn_ids(tokenizer)

@@ -9,11 +9,13 @@ from pydantic import BaseModel, Field
 
 FinishReason = Literal["stop", "eos", "length"]
 
+MAX_NEW_TOKENS = 192  # the longest model turn, unless a caller or a config says otherwise
+
 
 class SamplingParams(BaseModel):
     """How to sample one turn. ``stop`` strings end the turn once they appear in the generated text."""
 
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1)
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)

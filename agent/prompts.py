@@ -8,13 +8,12 @@ than zero-shot.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.chat_format import ChatFormat
-from agent.protocols import Protocol
+from agent.protocols import ActionProtocol
 from tools import Tool
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ EXEMPLARS = [
 ]
 
 
-def system_prompt(protocol: Protocol, tools: list[Tool], fmt: ChatFormat, hint: str = "") -> str:
+def system_prompt(protocol: ActionProtocol, tools: list[Tool], fmt: ChatFormat, hint: str = "") -> str:
     parts = [SYSTEM]
     if hint:
         parts.append(hint)
@@ -87,7 +86,7 @@ def system_prompt(protocol: Protocol, tools: list[Tool], fmt: ChatFormat, hint: 
 
 async def exemplar_messages(
     exemplars: list[Exemplar],
-    protocol: Protocol,
+    protocol: ActionProtocol,
     tools: list[Tool],
     fmt: ChatFormat,
     verify_instruction: str | None,
@@ -121,15 +120,3 @@ async def exemplar_messages(
             messages.extend(turns)
             used += 1
     return messages
-
-
-def run_sync(coro: Any) -> Any:
-    """Run ``coro`` whether or not an event loop is already running in this thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()

@@ -41,7 +41,7 @@ def find_final_answer(text: str) -> str | None:
     return answer or None
 
 
-class Protocol:
+class ActionProtocol:
     name: str = ""
     stop: list[str] = []
 
@@ -56,7 +56,7 @@ class Protocol:
         raise NotImplementedError
 
 
-class JsonProtocol(Protocol):
+class JsonProtocol(ActionProtocol):
     name = "json"
     stop = ["</tool_call>"]
 
@@ -165,11 +165,11 @@ def _describe(schema: dict) -> str:
     return f"- {fn['name']}({args}): {fn.get('description', '')}"
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {"json": JsonProtocol, "code": CodeProtocol}
+PROTOCOLS: dict[str, type[ActionProtocol]] = {"json": JsonProtocol, "code": CodeProtocol}
 
 
-def get_protocol(name: str | Protocol) -> Protocol:
-    if isinstance(name, Protocol):
+def get_protocol(name: str | ActionProtocol) -> ActionProtocol:
+    if isinstance(name, ActionProtocol):
         return name
     try:
         return PROTOCOLS[name]()

@@ -246,8 +246,9 @@ def build_trl(ctx: dict, args: argparse.Namespace, run_dir: str) -> tuple[Any, l
     from trl import GRPOConfig, GRPOTrainer
 
     from agent.chat_format import ChatFormat
-    from agent.prompts import EXEMPLARS, exemplar_messages, run_sync, system_prompt
+    from agent.prompts import EXEMPLARS, exemplar_messages, system_prompt
     from agent.protocols import get_protocol
+    from agent.sync import run_sync
 
     env, tasks, tok, tool = ctx["env"], ctx["tasks"], ctx["tok"], ctx["tool"]
     proto, fmt = get_protocol("json"), ChatFormat(tok)

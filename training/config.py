@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.policy import MAX_NEW_TOKENS
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -26,13 +28,14 @@ class EnvConfig(_Section):
     train_tasks: int = Field(64, ge=1)
     eval_tasks: int = Field(32, ge=1)
     seed: int = 0
+    probes: list[str] = Field(default_factory=list)  # run by the demo's evaluations, e.g. ["injected-errors"]
 
 
 class AgentConfig(_Section):
     protocol: Literal["auto", "code", "json"] = "auto"
     max_turns: int = Field(6, ge=1)
     max_tool_calls: int = Field(4, ge=0)
-    max_new_tokens: int = Field(128, ge=8)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=8)
     temperature: float = Field(0.8, gt=0.0)
     self_correct: bool = True
     verify_with_tools: bool = True
@@ -60,6 +63,11 @@ class TrainingConfig(_Section):
     beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
     max_grad_norm: float = 1.0
     loss_type: str = "dapo"
+    # share of each step's tasks whose group starts from a wrong first attempt made from the model's own
+    # (training.injection): a labelled variant; SCoRe trains on natural errors only (0)
+    injected_errors: float = Field(0.0, ge=0.0, le=1.0)
+    eval_every: int = Field(0, ge=0)  # greedy held-out evaluation every N steps (and before the first): the curve
+    curve_tasks: int = Field(16, ge=1)  # held-out tasks (test split) in each point of that curve
     save_steps: int = Field(5, ge=1)
     save_total_limit: int = Field(2, ge=1)
     seed: int = 0

@@ -12,7 +12,6 @@ external anchor) and ``self-correct`` (no verify step at all: one attempt).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -26,8 +25,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from training.metrics import CORRECT, DiffRate, Metrics, Rate, compute_metrics
-from training.trajectory import Trajectory
+from training.metrics import DiffRate, Metrics, Rate, compute_metrics
+from training.probe import PROBES, ProbeResult, probe_result
+from training.trajectory import Trajectory, read_jsonl, save_jsonl
 
 EVAL_FILE = "eval.json"
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -68,9 +68,7 @@ class Transitions(BaseModel):
     def count(cls, trajectories: Sequence[Trajectory]) -> Transitions:
         counts = cls()
         for t in trajectories:
-            first = bool(t.attempts) and (t.attempts[0].score or 0.0) >= CORRECT
-            last = bool(t.attempts) and (t.attempts[-1].score or 0.0) >= CORRECT
-            key = f"{'right' if first else 'wrong'}_{'right' if last else 'wrong'}"
+            key = f"{'right' if t.first_right else 'wrong'}_{'right' if t.last_right else 'wrong'}"
             setattr(counts, key, getattr(counts, key) + 1)
         return counts
 
@@ -99,6 +97,7 @@ class EvalReport(BaseModel):
     configs: list[Configuration]
     agent: dict[str, Any] = Field(default_factory=dict)  # the baseline's agent options
     rows: list[EvalRow]
+    probes: list[ProbeResult] = Field(default_factory=list)
     seconds: float = 0.0
     generated_tokens: int = 0
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -113,6 +112,9 @@ class EvalReport(BaseModel):
 
     def table(self, title: str | None = None) -> Table:
         return eval_table(self.rows, title=title or self.model or "evaluation")
+
+    def probe_table(self) -> Table:
+        return probe_table(self.probes)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``eval.json`` and ``trajectories.jsonl`` into ``out_dir``; returns the JSON's path."""
@@ -138,28 +140,15 @@ class EvalReport(BaseModel):
 
 def save_trajectories(by_config: dict[str, list[Trajectory]], path: str | Path) -> Path:
     """One trajectory per line, each with a ``config`` key; ``training.trajectory.load_jsonl`` still reads it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for config, trajectories in by_config.items():
-            for traj in trajectories:
-                fh.write(json.dumps({"config": config, **traj.model_dump(mode="json")}, ensure_ascii=False) + "\n")
-    return path
+    pairs = [(config, traj) for config, trajectories in by_config.items() for traj in trajectories]
+    return save_jsonl([t for _, t in pairs], path, labels=[{"config": c} for c, _ in pairs])
 
 
 def load_trajectories(path: str | Path) -> dict[str, list[Trajectory]]:
     """Trajectories grouped by their ``config`` key (``""`` for files written without one)."""
     grouped: dict[str, list[Trajectory]] = {}
-    with Path(path).open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                traj = Trajectory.model_validate(record)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: not a trajectory record ({exc}).") from None
-            grouped.setdefault(str(record.get("config", "")), []).append(traj)
+    for record, traj in read_jsonl(path):
+        grouped.setdefault(str(record.get("config", "")), []).append(traj)
     return grouped
 
 
@@ -174,7 +163,8 @@ def configurations(ablations: Sequence[str | Configuration], agent_options: dict
             item = ABLATIONS[item]
         if item.name in {c.name for c in configs}:
             raise ValueError(f"Two configurations are named {item.name!r}; give each a distinct name.")
-        if all(agent_options.get(key, _default(key)) == value for key, value in item.agent.items()):
+        # an option the baseline leaves out takes build_agent's default, which no built-in ablation repeats
+        if all(key in agent_options and agent_options[key] == value for key, value in item.agent.items()):
             raise ValueError(f"Ablation {item.name!r} sets {item.agent}, which the baseline already has; "
                              "drop the ablation or change the baseline options.")
         options = agent_options | item.agent
@@ -183,6 +173,14 @@ def configurations(ablations: Sequence[str | Configuration], agent_options: dict
                              "turn self-correction on or drop the ablation.")
         configs.append(item)
     return configs
+
+
+def check_probes(probes: Sequence[str], agent_options: dict[str, Any]) -> None:
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"Unknown probe {unknown[0]!r}; choose from {list(PROBES)}.")
+    if probes and not agent_options.get("self_correct", True):
+        raise ValueError("The injected-errors probe runs the verify step, which self_correct=False removes.")
 
 
 def evaluate(
@@ -194,6 +192,7 @@ def evaluate(
     seed: int = 0,
     generations: int = 1,
     ablations: Sequence[str | Configuration] = (),
+    probes: Sequence[str] = (),
     temperature: float = 0.0,
     model: str = "",
     console: Console | None = None,
@@ -203,11 +202,14 @@ def evaluate(
 
     ``envs``: env names (``get_env``) or ``Env`` objects. ``n`` tasks per env (``None``: all).
     ``ablations``: names from ``ABLATIONS`` or your own ``Configuration``s, each run beside the
-    baseline. ``agent_kwargs`` go to ``build_agent`` (``protocol``, ``max_turns``, ``sampling``, …);
+    baseline. ``probes``: ``"injected-errors"`` (``training.probe``) runs the verify step on wrong
+    first attempts made from the baseline's own; its runs are kept as configuration ``probe:NAME``.
+    ``agent_kwargs`` go to ``build_agent`` (``protocol``, ``max_turns``, ``sampling``, …);
     without ``sampling``, turns are sampled at ``temperature`` (greedy by default). ``model`` is a
     label recorded in the report.
     """
-    from training.runner import run_tasks, sampling_for
+    from agent.policy import SamplingParams
+    from training.runner import run_probe, run_tasks
 
     environments = [_resolve_env(e) for e in envs]
     names = [e.name for e in environments]
@@ -216,9 +218,10 @@ def evaluate(
     if len(set(names)) != len(names) or "all" in names:
         raise ValueError(f"Env names must be distinct and not 'all' (they label the rows), got {names}.")
     configs = configurations(ablations, agent_kwargs)
+    check_probes(probes, agent_kwargs)
     if generations > 1 and temperature == 0 and "sampling" not in agent_kwargs:
         log.warning("generations=%d at temperature 0: greedy decoding repeats the same run", generations)
-    agent_kwargs.setdefault("sampling", sampling_for(temperature))
+    agent_kwargs.setdefault("sampling", SamplingParams(temperature=temperature))
     tasks = {env.name: env.tasks(split, n=n, seed=seed) for env in environments}  # drawn once, shared
 
     started = time.perf_counter()
@@ -228,9 +231,16 @@ def evaluate(
             result = run_tasks(policy, env, tasks[env.name], generations=generations, console=console,
                                description=f"{env.name} · {config.name}", **(agent_kwargs | config.agent))
             by_config.setdefault(config.name, []).extend(result.trajectories)
+    results = []
+    for probe in probes:
+        for env in environments:
+            baseline = [t for t in by_config[BASELINE] if t.env == env.name]
+            runs = run_probe(policy, env, tasks[env.name], baseline, seed=seed, console=console, **agent_kwargs)
+            by_config.setdefault(f"probe:{probe}", []).extend(runs)
+            results.append(probe_result(env.name, baseline, runs))
     seconds = time.perf_counter() - started
 
-    return EvalReport(
+    return EvalReport(probes=results,
         model=model, split=split, n=n, seed=seed, generations=generations, envs=names, configs=configs,
         agent=_jsonable(agent_kwargs), rows=eval_rows(by_config, names), seconds=seconds,
         generated_tokens=sum(t.num_model_tokens for ts in by_config.values() for t in ts),
@@ -256,7 +266,7 @@ def eval_rows(by_config: dict[str, list[Trajectory]], envs: Sequence[str] | None
 COLUMNS = [  # (header, Metrics field)
     ("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δ", "delta"), ("Δi→c", "delta_i_to_c"),
     ("Δc→i", "delta_c_to_i"), ("tool use", "tool_use_rate"), ("tool err.", "tool_error_rate"),
-    ("confirm.", "confirmatory_rate"), ("verif. prec.", "verification_precision"),
+    ("confirm.", "confirmatory_rate"), ("verif. prec.", "verification_precision"), ("vacuous", "vacuous_check_rate"),
 ]
 
 
@@ -287,6 +297,19 @@ def eval_table(rows: Sequence[EvalRow], title: str = "evaluation") -> Table:
     return table
 
 
+def probe_table(probes: Sequence[ProbeResult]) -> Table:
+    """Per env: fix rate on injected wrong attempts, false alarms on untouched right ones."""
+    table = Table(title="injected-error probe", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="fix: injected wrong first attempts made right; false alarm: right first attempts "
+                  "made wrong; vacuous: checks that computed nothing new", caption_justify="left")
+    for header in ("env", "injected", "skipped", "fix", "false alarm", "vacuous"):
+        table.add_column(header, justify="left" if header == "env" else "right")
+    for p in probes:
+        cells = [" ".join(format_rate(r)) for r in (p.fix_rate, p.false_alarm_rate, p.vacuous_check_rate)]
+        table.add_row(p.env, str(p.injected), str(p.skipped), *cells)
+    return table
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -298,15 +321,6 @@ def _resolve_env(env: Any) -> Any:
     if not hasattr(env, "tasks") or not getattr(env, "name", ""):
         raise TypeError(f"evaluate() takes env names or Env objects with a name, got {env!r}.")
     return env
-
-
-def _default(option: str) -> Any:
-    import inspect
-
-    from agent.graph import build_agent
-
-    parameter = inspect.signature(build_agent).parameters.get(option)
-    return parameter.default if parameter is not None else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,71 +1,72 @@
 """Multi-turn online RL with TRL's ``GRPOTrainer``: our rollout engine generates, TRL optimizes.
 
-``AgentRollout`` is the ``rollout_func``: it runs the self-correcting agent on the trainer's own
-weights (same model object, eval mode, no gradient) or on a vLLM server TRL keeps in sync
-(``training.rollout_backend``), batched across the whole generation batch,
-and returns exact ids, sampled log-probs and the ``env_mask`` that keeps inserted tokens out of
-the loss. Per-trajectory fields (first/last score, tool and parse counts) go to the reward
-functions in ``training.rewards``.
+``AgentRollout`` is the ``rollout_func``, and only adapts: it runs the self-correcting agent on the
+trainer's own weights (same model object, eval mode, no gradient) or on a vLLM server TRL keeps in
+sync (``training.rollout_backend``), batched across the whole generation batch, and returns exact ids,
+sampled log-probs, the ``env_mask`` that keeps inserted tokens out of the loss, and per-row fields:
+the ones the reward functions read (``training.rewards``) and ``first_attempt_mask``. Logging and
+saving live in ``training.recorder``.
 
-``SelfCorrectionGRPOTrainer`` adds the one thing TRL cannot express: SCoRe's Stage I. For the
-first ``stage1_steps`` steps, tokens up to the first answer get zero advantage (token-level
-advantages, which TRL supports), so only the KL term (``beta``) acts on attempt 1 and holds it near
-the reference model, while the reward (attempt 2's correctness; the progress bonus is off, as in
-SCoRe) shapes attempt 2. After that, Stage II optimizes every
-model token with the progress-bonus reward.
+``SelfCorrectionGRPOTrainer`` adds what TRL cannot express: SCoRe's Stage I, decided in one place
+(``stage``). For the first ``stage1_steps`` steps, tokens up to the first answer get zero advantage
+(token-level advantages, which TRL supports), so only the KL term (``beta``) acts on attempt 1 and
+holds it near the reference model, while the reward (attempt 2's correctness; the progress bonus is
+off, as in SCoRe) shapes attempt 2. After that, Stage II optimizes every model token with the
+progress-bonus reward.
+
+TRL names we rely on that are not public API (check these on a TRL upgrade):
+- ``_generate_and_score_completions``: the one place where advantages exist before the loss; Stage I
+  reshapes them to token level there.
+- ``_get_per_token_logps_and_entropies``: where the loss computes log-probs; the shared-prefix path
+  replaces it (``training.shared_prefix``).
+- that extra keys returned by ``rollout_func`` are written into the ``inputs`` rows (how a row's
+  ``first_attempt_mask`` reaches Stage I) and that every key of a row reaches the reward functions
+  (how ``stage`` reaches ``training.rewards.progress``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from trl import GRPOTrainer
 
 from envs import Env, Task
-from training.metrics import compute_metrics
-from training.rewards import no_signal_fraction, total_rewards
 from training.rollout import rollout
 from training.shared_prefix import shared_prefix_logps
-from training.trajectory import Trajectory, save_jsonl
+from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
-
-def first_attempt_mask(traj: Trajectory) -> list[int]:
-    """1 on model tokens up to and including the turn that gave the first answer (all, if none)."""
-    last_turn = traj.attempts[0].turn if traj.attempts else None
-    mask, turn, previous = [], -1, 0
-    for m in traj.env_mask:
-        if m and not previous:
-            turn += 1
-        mask.append(int(bool(m) and (last_turn is None or turn <= last_turn)))
-        previous = m
-    return mask
+BatchListener = Callable[[list[Trajectory], float], None]
 
 
 class AgentRollout:
     """The ``rollout_func`` for ``GRPOTrainer``: prompts in (already repeated per generation), one
-    exact trajectory per prompt out."""
+    exact trajectory per prompt out.
 
-    def __init__(self, policy: Any, agent: Any, env: Env, tasks: list[Task], rewards: Any, run_dir: Path) -> None:
-        self.policy = policy
-        self.agent = agent
+    ``build(model)`` returns ``(policy, agent)``; it is called on the first rollout with the model
+    TRL trains (unwrapped: LoRA adapters and device placement exist only once TRL has wrapped it).
+    """
+
+    def __init__(self, build: Callable[[Any], tuple[Any, Any]], env: Env, tasks: list[Task], *,
+                 injector: Callable[[Any], Any] | None = None) -> None:
+        self.build = build
+        self.make_injector = injector  # policy → training.injection.ErrorInjector (injected_errors > 0)
+        self.injector: Any = None
         self.env = env
         self.by_prompt = {t.question: t for t in tasks}
-        self.rewards = rewards
-        self.run_dir = run_dir
-        self.last_stats: dict[str, float] = {}
-        self.first_attempt_masks: list[list[int]] = []
+        self.policy: Any = None
+        self.agent: Any = None
+        self.listeners: list[BatchListener] = []
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         tasks = [self._task(p) for p in prompts]
+        self.ready(trainer)
         model = trainer.model  # in-process, the policy samples from this very module
         was_training = model.training
         model.eval()
@@ -73,28 +74,36 @@ class AgentRollout:
             self.policy.reset_cache()  # server's cache is reset by TRL when it pushes new ones)
         started = time.perf_counter()
         try:
-            trajectories = asyncio.run(rollout(self.agent, self.env, tasks))
+            trajectories = asyncio.run(self._collect(tasks))
         finally:
             model.train(was_training)
-        seconds = time.perf_counter() - started
-        seen: Counter[str] = Counter()
-        for traj in trajectories:
-            traj.group = seen[traj.task_id]
-            seen[traj.task_id] += 1
-        step = trainer.state.global_step
-        stage = 1 if step < getattr(trainer, "stage1_steps", 0) else 2
-        fields = {**_reward_fields(trajectories), "stage": [stage] * len(trajectories)}
-        self.first_attempt_masks = [first_attempt_mask(t) for t in trajectories]
-        self._record(step, trajectories, fields, seconds, trainer)
-        _stop_if_all_failed(step, trajectories)
-        batch = [_trainable(t, self.policy.tokenizer) for t in trajectories]
+        for listener in self.listeners:  # saved before anything can stop the step: nothing is lost
+            listener(trajectories, time.perf_counter() - started)
+        _stop_if_all_failed(trainer.state.global_step, trajectories)
+        rows = [_trainable(t, self.policy.tokenizer) for t in trajectories]
         return {
-            "prompt_ids": [b[0] for b in batch],
-            "completion_ids": [b[1] for b in batch],
-            "logprobs": [b[2] for b in batch],
-            "env_mask": [b[3] for b in batch],
-            **fields,
+            "prompt_ids": [r.prompt_ids for r in rows],
+            "completion_ids": [r.completion_ids for r in rows],
+            "logprobs": [r.logprobs for r in rows],
+            "env_mask": [r.env_mask for r in rows],
+            "first_attempt_mask": [r.attempt_mask(0) for r in rows],
+            **reward_fields(trajectories),
         }
+
+    async def _collect(self, tasks: list[Task]) -> list[Trajectory]:
+        given = await self.injector.first_attempts(tasks) if self.injector is not None else None
+        return await rollout(self.agent, self.env, tasks, first_attempts=given)
+
+    def ready(self, trainer: Any) -> Any:
+        """The policy, built on first use from the model ``trainer`` trains."""
+        if self.policy is None:
+            self.policy, self.agent = self.build(trainer.accelerator.unwrap_model(trainer.model))
+            self.injector = self.make_injector(self.policy) if self.make_injector is not None else None
+        return self.policy
+
+    def close(self) -> None:
+        if self.policy is not None and hasattr(self.policy, "close"):  # HFPolicy's decode thread
+            self.policy.close()
 
     def _task(self, prompt: Any) -> Task:
         text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
@@ -103,34 +112,6 @@ class AgentRollout:
         except KeyError:
             raise KeyError(f"rollout got a prompt that is not one of the env's training tasks: {text[:80]!r}") from None
 
-    def _record(self, step: int, trajectories: list[Trajectory], fields: dict[str, list], seconds: float,
-                trainer: Any) -> None:
-        m = compute_metrics(trajectories)
-        rewards = total_rewards(self.rewards, fields)
-        groups: dict[str, list[float]] = {}
-        for t, r in zip(trajectories, rewards, strict=True):
-            groups.setdefault(t.task_id, []).append(r)
-        tokens = sum(t.num_model_tokens for t in trajectories)
-        stats = {
-            "step": step, "reward_mean": sum(rewards) / len(rewards), "acc_t1": m.acc_t1.value,
-            "acc_t2": m.acc_t2.value, "delta_i_to_c": m.delta_i_to_c.value, "delta_c_to_i": m.delta_c_to_i.value,
-            "tool_use_rate": m.tool_use_rate.value, "tool_error_rate": m.tool_error_rate.value,
-            "parse_error_rate": m.parse_error_rate.value, "mean_turns": m.mean_turns,
-            "no_signal_fraction": no_signal_fraction(list(groups.values())),
-            "rollout_s": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
-            "stage": fields["stage"][0] if fields["stage"] else 2,
-        }
-        self.last_stats = stats
-        if not trainer.accelerator.is_main_process:  # with several processes, process 0 writes the log
-            return
-        with (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(stats) + "\n")
-        save_jsonl(trajectories, self.run_dir / "trajectories" / f"step_{step:05d}.jsonl")
-        metrics = getattr(trainer, "_metrics", None)  # TRL averages and logs these (TensorBoard, W&B)
-        if metrics is not None:
-            for key in ("acc_t1", "acc_t2", "no_signal_fraction", "tool_use_rate", "tokens_per_s", "rollout_s"):
-                metrics["train"][f"selfcorrect/{key}"].append(stats[key])
-
 
 class SelfCorrectionGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with SCoRe Stage I for the first ``stage1_steps`` steps (see module docstring)."""
@@ -138,7 +119,6 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(*args, rollout_func=agent_rollout, **kwargs)
-        self.agent_rollout = agent_rollout
         self.stage1_steps = stage1_steps
         self.share_prefix = share_prefix
 
@@ -166,14 +146,22 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         entropies = torch.cat([p[1] for p in parts]) if compute_entropy else None
         return logps, entropies, None
 
+    @property
+    def stage(self) -> int:
+        """SCoRe's stage of the step being trained: 1 for the first ``stage1_steps`` steps, then 2."""
+        return 1 if self.state.global_step < self.stage1_steps else 2
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        stage = self.stage
+        for row in inputs:  # every key of a row reaches the reward functions
+            row["stage"] = stage
         out = super()._generate_and_score_completions(inputs)
-        if self.state.global_step < self.stage1_steps:
-            masks = self.agent_rollout.first_attempt_masks
+        if stage == 1:
             width = out["completion_ids"].shape[1]
-            first = torch.zeros(len(masks), width, device=out["advantages"].device)
-            for i, mask in enumerate(masks):
-                first[i, : len(mask)] = torch.tensor(mask[:width], dtype=first.dtype)
+            first = torch.zeros(len(inputs), width, device=out["advantages"].device)
+            for i, row in enumerate(inputs):
+                mask = row["first_attempt_mask"][:width]
+                first[i, : len(mask)] = torch.tensor(mask, dtype=first.dtype)
             out["advantages"] = out["advantages"].reshape(-1, 1) * (1 - first)
         return out
 
@@ -188,7 +176,8 @@ def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:
                            "Fix the cause, then continue from the last checkpoint with --resume.")
 
 
-def _reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
+def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
+    """The per-row values the reward functions read."""
     return {
         "first_score": [t.first_score for t in trajectories],
         "last_score": [t.last_score for t in trajectories],
@@ -200,10 +189,10 @@ def _reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
     }
 
 
-def _trainable(traj: Trajectory, tokenizer: Any) -> tuple[list[int], list[int], list[float], list[int]]:
+def _trainable(traj: Trajectory, tokenizer: Any) -> Trajectory:
     """A failed run still yields a row (so the batch keeps its shape) that carries no loss."""
     if traj.prompt_ids and traj.completion_ids:
-        return traj.prompt_ids, traj.completion_ids, traj.logprobs, traj.env_mask
+        return traj
     eos = tokenizer.eos_token_id
-    prompt = traj.prompt_ids or [eos]
-    return prompt, [eos], [0.0], [0]
+    return traj.model_copy(update={"prompt_ids": traj.prompt_ids or [eos], "completion_ids": [eos],
+                                   "logprobs": [0.0], "env_mask": [0], "turn_spans": []})

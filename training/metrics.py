@@ -5,19 +5,21 @@ Acc@t1 / Acc@t2: accuracy of the first and the last answer. Δ = Acc@t2 − Acc@
 Confirmatory verification rate: of the runs that went through the verify step, the share whose
 answer did not change. Verification precision: of those confirmations, the share that were right
 (how much the model's agreement with itself is worth). A run counts as correct when its score is
-at least 0.5; runs with no answer count as wrong.
+at least 0.5; runs with no answer count as wrong. Vacuous check rate: of the runs that went
+through the verify step, the share whose check computed nothing new — no tool call, or only calls
+the first attempt had already made (the same code, the same query): a check that repeats the
+computation cannot catch the error it exists for.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from training.trajectory import Trajectory
-
-CORRECT = 0.5
 
 
 class Rate(BaseModel):
@@ -30,13 +32,8 @@ class Rate(BaseModel):
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
 
 
-class DiffRate(BaseModel):
+class DiffRate(Rate):
     """A difference of two paired rates (last − first attempt on the same runs), with a 95% interval."""
-
-    value: float
-    low: float
-    high: float
-    n: int
 
     def __str__(self) -> str:
         return f"{100 * self.value:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
@@ -55,6 +52,7 @@ class Metrics(BaseModel):
     answered_rate: Rate
     confirmatory_rate: Rate
     verification_precision: Rate
+    vacuous_check_rate: Rate  # verify steps that computed nothing new (see ``is_vacuous_check``)
     mean_turns: float
     mean_tool_calls: float
     mean_model_tokens: float
@@ -103,18 +101,46 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.lower().strip().rstrip(".").split())
 
 
+def _call_key(message: dict) -> str:
+    """A tool call as compared for repeats: its name and arguments, code without blank lines or
+    surrounding spaces on each line."""
+    arguments = {k: "\n".join(line.strip() for line in v.splitlines() if line.strip()) if isinstance(v, str) else v
+                 for k, v in (message.get("arguments") or {}).items()}
+    return json.dumps([message.get("name", ""), arguments], sort_keys=True, default=str)
+
+
+def verify_calls(traj: Trajectory) -> tuple[list[str], list[str]] | None:
+    """Tool calls before and after the (first) verify instruction; ``None`` if the run never got one."""
+    roles = [m.get("role") for m in traj.messages]
+    if "verify" not in roles:
+        return None
+    at = roles.index("verify")
+    calls = [(i, _call_key(m)) for i, m in enumerate(traj.messages) if m.get("role") == "tool"]
+    return [k for i, k in calls if i < at], [k for i, k in calls if i > at]
+
+
+def is_vacuous_check(traj: Trajectory) -> bool | None:
+    """True when the verify step ran no tool call, or only calls the first attempt had made."""
+    split = verify_calls(traj)
+    if split is None:
+        return None
+    before, after = split
+    return not set(after) - set(before)
+
+
 def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
     n = len(trajectories)
-    first = [bool(t.attempts) and (t.attempts[0].score or 0) >= CORRECT for t in trajectories]
-    last = [bool(t.attempts) and (t.attempts[-1].score or 0) >= CORRECT for t in trajectories]
+    first = [t.first_right for t in trajectories]
+    last = [t.last_right for t in trajectories]
     verified = [t for t in trajectories if len(t.attempts) >= 2]
     confirmed = [t for t in verified
                  if normalize_answer(t.attempts[0].answer) == normalize_answer(t.attempts[-1].answer)]
-    confirmed_right = sum((t.attempts[-1].score or 0) >= CORRECT for t in confirmed)
+    confirmed_right = sum(t.last_right for t in confirmed)
     calls = sum(t.tool_calls for t in trajectories)
     # every recorded tool error counts against the calls made (a refused over-budget call included)
     errors = min(sum(t.tool_errors for t in trajectories), calls) if calls else 0
     turns = sum(t.turns for t in trajectories)
+    checks = [v for v in map(is_vacuous_check, trajectories) if v is not None]
     return Metrics(
         n=n,
         acc_t1=wilson(sum(first), n),
@@ -128,6 +154,7 @@ def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
         answered_rate=wilson(sum(bool(t.attempts) for t in trajectories), n),
         confirmatory_rate=wilson(len(confirmed), len(verified)),
         verification_precision=wilson(confirmed_right, len(confirmed)),
+        vacuous_check_rate=wilson(sum(checks), len(checks)),
         mean_turns=turns / n if n else 0.0,
         mean_tool_calls=calls / n if n else 0.0,
         mean_model_tokens=sum(t.num_model_tokens for t in trajectories) / n if n else 0.0,

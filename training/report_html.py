@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from training.metrics import CORRECT
 from training.trajectory import Trajectory
 
 KINDS = {(True, True): ("right → right", "rr"), (True, False): ("right → wrong", "rw"),
@@ -19,13 +18,13 @@ ACTION = re.compile(r"(<tool_call>.*?</tool_call>|```.*?```)", re.DOTALL)
 
 
 def outcome(t: Trajectory) -> tuple[str, str]:
-    right = [(a.score or 0.0) >= CORRECT for a in t.attempts] or [False]
+    right = [a.right for a in t.attempts] or [False]
     return KINDS[right[0], right[-1]]
 
 
 def trajectory_html(t: Trajectory) -> str:
     label, cls = outcome(t)
-    answers = " → ".join(f"{a.answer!r} {'✓' if (a.score or 0) >= CORRECT else '✗'}" for a in t.attempts)
+    answers = " → ".join(f"{a.answer!r} {'✓' if a.right else '✗'}" for a in t.attempts)
     summary = (f"<span class='badge {cls}'>{label}</span> {html.escape(f'{t.env}/{t.task_id}')} · "
                f"{html.escape(answers or '(no answer)')} · turns {t.turns} · tool calls {t.tool_calls}")
     messages = "".join(message_html(m) for m in t.messages) or note("(no messages recorded)")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envs import Env, Task
-from training.trajectory import Attempt, Timings, Trajectory
+from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -34,62 +35,47 @@ async def rollout(
     num_generations: int = 1,
     max_concurrency: int = 64,
     on_done: Callable[[Trajectory], None] | None = None,
+    first_attempts: Mapping[str, dict] | None = None,
 ) -> list[Trajectory]:
-    """Run every task ``num_generations`` times; results come back in task-major order."""
+    """Run every task ``num_generations`` times; results come back in task-major order. A run's
+    ``group`` counts the runs of its task before it (a task listed twice gets groups 0 and 1).
+    ``first_attempts`` (task id → a given first attempt) starts those tasks' runs at the verify step."""
     gate = asyncio.Semaphore(max_concurrency)
 
     async def one(task: Task, group: int) -> Trajectory:
         async with gate:
-            traj = await run_one(agent, env, task, group=group)
+            traj = await run_one(agent, env, task, group=group, first_attempt=(first_attempts or {}).get(task.id))
         if on_done is not None:
             on_done(traj)
         return traj
 
-    jobs = [one(task, g) for task in tasks for g in range(num_generations)]
+    seen: Counter[str] = Counter()
+    jobs = []
+    for task in tasks:
+        for _ in range(num_generations):
+            jobs.append(one(task, seen[task.id]))
+            seen[task.id] += 1
     return list(await asyncio.gather(*jobs))
 
 
-async def run_one(agent: Any, env: Env, task: Task, *, group: int = 0) -> Trajectory:
+async def run_one(agent: Any, env: Env, task: Task, *, group: int = 0,
+                  first_attempt: dict | None = None) -> Trajectory:
+    """One agent run on ``task``, scored; ``first_attempt`` starts it at the verify step (see ``build_agent``)."""
     started = time.perf_counter()
+    labels = {"task_id": task.id, "env": env.name, "question": task.question, "group": group}
+    inputs = {"question": task.question} | ({"first_attempt": first_attempt} if first_attempt else {})
     try:
-        state = await agent.ainvoke({"question": task.question})
+        state = await agent.ainvoke(inputs)
     except Exception as exc:  # one broken run must not take the batch down
         log.warning("rollout of task %s failed: %s", task.id, exc, exc_info=True)
-        return Trajectory(task_id=task.id, env=env.name, question=task.question, prompt_ids=[],
-                          completion_ids=[], env_mask=[], logprobs=[], group=group,
-                          stop_reason=f"error: {type(exc).__name__}: {exc}",
-                          timings=Timings(total_s=time.perf_counter() - started))
-    attempts = []
-    for a in state.get("attempts", []):
-        score = await asyncio.to_thread(_safe_score, env, task, a["answer"])
-        attempts.append(Attempt(score=score, **a))
-    return Trajectory(
-        task_id=task.id,
-        env=env.name,
-        question=task.question,
-        prompt_ids=state["prompt_ids"],
-        completion_ids=state.get("completion_ids", []),
-        env_mask=state.get("env_mask", []),
-        logprobs=state.get("logprobs", []),
-        attempts=attempts,
-        messages=state.get("messages", []),
-        turns=state.get("turns", 0),
-        tool_calls=state.get("tool_calls", 0),
-        tool_errors=state.get("tool_errors", 0),
-        parse_errors=state.get("parse_errors", 0),
-        stop_reason=state.get("stop_reason", ""),
-        group=group,
-        timings=Timings(
-            total_s=time.perf_counter() - started,
-            generate_s=state.get("generate_s", 0.0),
-            tools_s=state.get("tools_s", 0.0),
-        ),
-    )
+        return Trajectory.failed(**labels, error=exc, total_s=time.perf_counter() - started)
+    scores = [await _safe_score(env, task, a["answer"]) for a in state.get("attempts", [])]
+    return Trajectory.from_state(state, **labels, scores=scores, total_s=time.perf_counter() - started)
 
 
-def _safe_score(env: Env, task: Task, answer: str) -> float:
+async def _safe_score(env: Env, task: Task, answer: str) -> float:
     try:
-        return float(env.score(task, answer))
+        return float(await env.ascore(task, answer))
     except Exception:
         log.warning("scoring task %s raised; counted as 0", task.id, exc_info=True)
         return 0.0

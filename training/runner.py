@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.policy import SamplingParams
 from training.metrics import Metrics, compute_metrics
 from training.rollout import build_env_agent, rollout
 from training.trajectory import Trajectory
@@ -34,12 +35,6 @@ def progress_bar(console: Console | None = None) -> Progress:
     )
 
 
-def sampling_for(temperature: float, max_new_tokens: int = 192) -> Any:
-    from agent.policy import SamplingParams
-
-    return SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-
-
 def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, console: Console | None = None,
               description: str = "", **agent_kwargs: Any) -> RunResult:
     """Roll out ``tasks`` on an already loaded policy, with a progress bar."""
@@ -52,13 +47,33 @@ def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, conso
 
         def done(traj: Trajectory) -> None:
             nonlocal right
-            right += traj.last_score >= 0.5
+            right += traj.last_right
             progress.update(bar, advance=1, status=f"{right} right")
 
         trajectories = asyncio.run(rollout(agent, env, tasks, num_generations=generations, on_done=done))
     seconds = time.perf_counter() - started
     tokens = sum(t.num_model_tokens for t in trajectories)
     return RunResult(trajectories, compute_metrics(trajectories), seconds, tokens)
+
+
+def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *, seed: int = 0,
+              console: Console | None = None, **agent_kwargs: Any) -> list[Trajectory]:
+    """The injected-error probe's runs (``training.probe``) on an already loaded policy, with a progress bar."""
+    from training.probe import injected_runs
+
+    agent = build_env_agent(policy, env, **agent_kwargs)
+    with progress_bar(console) as progress:
+        bar = progress.add_task(f"{env.name} · injected errors", total=len(baseline), status="")
+        fixed = 0
+
+        def done(traj: Trajectory) -> None:
+            nonlocal fixed
+            fixed += traj.last_right
+            progress.update(bar, advance=1, status=f"{fixed} fixed")
+
+        runs = asyncio.run(injected_runs(agent, env, tasks, baseline, seed=seed, on_done=done))
+        progress.update(bar, completed=len(baseline))
+    return runs
 
 
 def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str = "smollm2-135m",
@@ -76,6 +91,6 @@ def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str 
     try:
         return run_tasks(policy, environment, tasks, generations=generations, console=console,
                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
-                         sampling=sampling_for(temperature), **agent_kwargs)
+                         sampling=SamplingParams(temperature=temperature), **agent_kwargs)
     finally:
         policy.close()

@@ -7,6 +7,7 @@ step), ``trajectories/`` (every rollout), ``checkpoints/`` (TRL/Trainer checkpoi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from training.config import TrainConfig
+from training.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ log = logging.getLogger(__name__)
 class RichProgress(TrainerCallback):
     """One progress bar for the whole run, showing reward, Acc@t1/t2 and tokens/s of the last step."""
 
-    def __init__(self, rollout: Any, console: Console | None = None) -> None:
-        self.rollout = rollout
+    def __init__(self, recorder: RunRecorder, console: Console | None = None) -> None:
+        self.recorder = recorder
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(), console=console,
@@ -39,9 +41,11 @@ class RichProgress(TrainerCallback):
         self.bar = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        s = self.rollout.last_stats
+        s = self.recorder.last_stats
         text = (f"reward {s.get('reward_mean', 0):+.2f}  Acc@t1 {100 * s.get('acc_t1', 0):.0f}%  "
                 f"Acc@t2 {100 * s.get('acc_t2', 0):.0f}%  {s.get('tokens_per_s', 0):.0f} tok/s")
+        if "heldout_acc_t2" in s:
+            text += f"  held-out Acc@t2 {100 * s['heldout_acc_t2']:.0f}%"
         self.progress.update(self.bar, completed=state.global_step, stats=text)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -55,12 +59,13 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return Path(found) if ckpt_dir.is_dir() and (found := get_last_checkpoint(str(ckpt_dir))) else None
 
 
-def _trim_log(run_dir: Path, upto_step: int) -> None:
+def _trim_logs(run_dir: Path, upto_step: int) -> None:
     """On resume, forget log lines of steps after the checkpoint: they will be run again."""
-    path = run_dir / "train_log.jsonl"
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < upto_step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+    for path, keep in ((run_dir / "train_log.jsonl", lambda s: s < upto_step),
+                       (run_dir / "heldout_log.jsonl", lambda s: s <= upto_step)):
+        if path.is_file():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip() and keep(json.loads(ln)["step"])]
+            path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, tokenizer: Any = None,
@@ -73,8 +78,11 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     from agent.policy import SamplingParams
     from envs import get_env
     from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
+    from training.injection import ErrorInjector
+    from training.metrics import compute_metrics
     from training.rewards import reward_functions
     from training.rollout import build_env_agent
+    from training.rollout import rollout as run_rollout
     from training.rollout_backend import rollout_policy, vllm_args
 
     cfg, tr = config, config.training
@@ -119,52 +127,41 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
         peft_config = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    trainer = None
+    sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
+    agent_options = {"protocol": cfg.agent.protocol, "max_turns": cfg.agent.max_turns,
+                     "max_tool_calls": cfg.agent.max_tool_calls, "self_correct": cfg.agent.self_correct,
+                     "verify_with_tools": cfg.agent.verify_with_tools}
 
-    def make(policy_model: Any) -> Any:
+    def build(policy_model: Any) -> tuple[Any, Any]:
         policy = rollout_policy(tr, policy_model, tokenizer)
-        sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
-        agent = build_env_agent(policy, env, protocol=cfg.agent.protocol, max_turns=cfg.agent.max_turns,
-                                max_tool_calls=cfg.agent.max_tool_calls, self_correct=cfg.agent.self_correct,
-                                verify_with_tools=cfg.agent.verify_with_tools, sampling=sampling)
-        return AgentRollout(policy, agent, env, tasks, cfg.rewards, run_dir)
+        return policy, build_env_agent(policy, env, sampling=sampling, **agent_options)
 
-    # The rollout must sample from the very weights being trained, which exist only once TRL has
-    # wrapped the model (LoRA adapters, device placement): build it lazily on first use.
-    rollout = _LazyRollout(lambda: make(trainer.accelerator.unwrap_model(trainer.model)))
+    def injector(policy: Any) -> Any:
+        first_agent = build_env_agent(policy, env, sampling=sampling, **agent_options | {"self_correct": False})
+        return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed)
+
+    rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None)
+    curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
+
+    def heldout() -> Any:
+        """Greedy runs on held-out tasks with the weights as they are now."""
+        policy = rollout.ready(trainer)
+        if hasattr(policy, "reset_cache"):
+            policy.reset_cache()
+        greedy = SamplingParams(temperature=0.0, max_new_tokens=cfg.agent.max_new_tokens)
+        agent = build_env_agent(policy, env, sampling=greedy, **agent_options)
+        return compute_metrics(asyncio.run(run_rollout(agent, env, curve_tasks)))
+
     trainer = SelfCorrectionGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,
         peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps, share_prefix=tr.share_prefix,
     )
+    recorder = RunRecorder(run_dir, cfg.rewards, heldout=heldout if tr.eval_every else None,
+                           eval_every=tr.eval_every)
+    recorder.attach(trainer, rollout)
     trainer.remove_callback(PrinterCallback)  # the progress bar shows what matters; TensorBoard gets the rest
-    trainer.add_callback(RichProgress(rollout, console))
+    trainer.add_callback(RichProgress(recorder, console))
     return trainer, rollout
-
-
-class _LazyRollout:
-    def __init__(self, factory: Any) -> None:
-        self._factory = factory
-        self._inner: Any = None
-
-    def _get(self) -> Any:
-        if self._inner is None:
-            self._inner = self._factory()
-        return self._inner
-
-    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
-        return self._get()(prompts, trainer)
-
-    @property
-    def last_stats(self) -> dict[str, float]:
-        return self._inner.last_stats if self._inner else {}
-
-    @property
-    def first_attempt_masks(self) -> list[list[int]]:
-        return self._inner.first_attempt_masks if self._inner else []
-
-    @property
-    def policy(self) -> Any:
-        return self._get().policy
 
 
 def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None, model: Any = None,
@@ -182,13 +179,12 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     if checkpoint is not None:
         step = int(checkpoint.name.rsplit("-", 1)[-1])
-        _trim_log(run_dir, step)
+        _trim_logs(run_dir, step)
     trainer, rollout = build_trainer(config, run_dir, model=model, tokenizer=tokenizer, console=console)
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
-        if rollout._inner is not None and hasattr(rollout.policy, "close"):  # HFPolicy's decode thread
-            rollout.policy.close()
+        rollout.close()
     final = run_dir / "final"
     trainer.save_model(str(final))
     trainer.processing_class.save_pretrained(str(final))

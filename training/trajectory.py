@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+CORRECT = 0.5  # a score at or above this counts as a right answer, everywhere
+
+
+def is_right(score: float | None) -> bool:
+    return (score or 0.0) >= CORRECT
 
 
 class Attempt(BaseModel):
     """One final answer the agent committed to, and how it scored."""
 
     answer: str
-    turn: int  # index of the model turn that produced it
+    turn: int  # index of the model turn that produced it (-1: given to the model, not sampled)
     tool_calls_before: int = 0
     score: float | None = None
+    injected: bool = False  # written by the environment (the injected-error probe), not by the model
+
+    @property
+    def right(self) -> bool:
+        return is_right(self.score)
+
+
+class TurnSpan(BaseModel):
+    """Where one model turn lies in ``completion_ids`` (``[start, end)``) and which attempt it serves:
+    0 until the first answer (that turn included), 1 after it, and so on."""
+
+    start: int
+    end: int
+    attempt: int
 
 
 class Timings(BaseModel):
@@ -48,6 +69,47 @@ class Trajectory(BaseModel):
     stop_reason: str = ""
     timings: Timings = Field(default_factory=Timings)
     group: int = 0  # index of the generation within its task's group
+    turn_spans: list[TurnSpan] = Field(default_factory=list)  # the model's turns, as the graph recorded them
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, task_id: str, env: str, question: str, group: int,
+                   scores: Sequence[float], total_s: float) -> Trajectory:
+        """The one way a finished agent run becomes a record: the graph's state, plus each attempt's score."""
+        attempts = [Attempt(score=score, **a) for a, score in zip(state.get("attempts", []), scores, strict=True)]
+        return cls(
+            task_id=task_id, env=env, question=question, group=group, attempts=attempts,
+            prompt_ids=state["prompt_ids"],
+            **{key: state.get(key, []) for key in ("completion_ids", "env_mask", "logprobs", "messages", "turn_spans")},
+            **{key: state.get(key, 0) for key in ("turns", "tool_calls", "tool_errors", "parse_errors")},
+            stop_reason=state.get("stop_reason", ""),
+            timings=Timings(total_s=total_s, generate_s=state.get("generate_s", 0.0),
+                            tools_s=state.get("tools_s", 0.0)),
+        )
+
+    @classmethod
+    def failed(cls, *, task_id: str, env: str, question: str, group: int, error: BaseException,
+               total_s: float) -> Trajectory:
+        """A run that raised: no tokens, the error as its stop reason."""
+        return cls(task_id=task_id, env=env, question=question, prompt_ids=[], completion_ids=[], env_mask=[],
+                   logprobs=[], group=group, stop_reason=f"error: {type(error).__name__}: {error}",
+                   timings=Timings(total_s=total_s))
+
+    def attempt_mask(self, attempt: int) -> list[int]:
+        """1 on the model tokens of the turns serving ``attempt`` (0: up to and including the first
+        answer; every turn when the run never answered), 0 elsewhere."""
+        mask = [0] * len(self.completion_ids)
+        for span in self.turn_spans:
+            if span.attempt == attempt:
+                mask[span.start : span.end] = [1] * (span.end - span.start)
+        return mask
+
+    @property
+    def first_right(self) -> bool:
+        return bool(self.attempts) and self.attempts[0].right
+
+    @property
+    def last_right(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].right
 
     @property
     def first_score(self) -> float:
@@ -62,15 +124,31 @@ class Trajectory(BaseModel):
         return sum(self.env_mask)
 
 
-def save_jsonl(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
+def save_jsonl(trajectories: Iterable[Trajectory], path: str | Path, *,
+               labels: Iterable[Mapping[str, Any]] | None = None) -> Path:
+    """One trajectory per line; ``labels`` (one mapping per trajectory) adds keys such as ``config``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = iter(labels) if labels is not None else None
     with path.open("w", encoding="utf-8") as fh:
         for traj in trajectories:
-            fh.write(traj.model_dump_json() + "\n")
+            record = {**(next(extra) if extra is not None else {}), **traj.model_dump(mode="json")}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
 
-def load_jsonl(path: str | Path) -> list[Trajectory]:
+def read_jsonl(path: str | Path) -> Iterator[tuple[dict[str, Any], Trajectory]]:
+    """Each line's raw record (labels included) and its trajectory; a bad line names itself."""
     with Path(path).open(encoding="utf-8") as fh:
-        return [Trajectory.model_validate(json.loads(line)) for line in fh if line.strip()]
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                yield record, Trajectory.model_validate(record)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not a trajectory record ({exc}).") from None
+
+
+def load_jsonl(path: str | Path) -> list[Trajectory]:
+    return [traj for _, traj in read_jsonl(path)]

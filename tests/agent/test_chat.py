@@ -11,7 +11,7 @@ import time
 
 def _chat(db, *extra, stdin=subprocess.PIPE):
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "chat", "--model", "tiny-random", "--max-turns", "2",
+        [sys.executable, "-m", "anchorloop", "chat", "--model", "tiny-random", "--max-turns", "2",
          "--max-new-tokens", "16", "--db", str(db),
          "--tool", "python", *extra],
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

@@ -8,11 +8,10 @@ from agent.hf_policy import HFPolicy
 from agent.models import load_model
 from agent.policy import SamplingParams
 from envs import get_env
-from training.config import RewardConfig
-from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, first_attempt_mask
+from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
 from training.rollout import build_env_agent
 from training.shared_prefix import common_prefix_length, shared_prefix_logps
-from training.trajectory import Attempt, Trajectory
+from training.trajectory import Attempt, Trajectory, TurnSpan
 
 
 def varying_reward(completions, **_):
@@ -42,7 +41,7 @@ def step_setup(tmp_path):
     policy = HFPolicy(model, tokenizer)
     agent = build_env_agent(policy, env, max_turns=2, exemplars=[],
                             sampling=SamplingParams(max_new_tokens=12, temperature=1.0))
-    rollout = Recorder(AgentRollout(policy, agent, env, tasks, RewardConfig(), tmp_path))
+    rollout = Recorder(AgentRollout(lambda model: (policy, agent), env, tasks))
 
     def make(stage1_steps=0, beta=0.0, share_prefix=True):
         args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
@@ -185,19 +184,34 @@ def _batch(trainer):
 def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
     _, rollout, make = step_setup
     trainer = make(stage1_steps=1, beta=0.1)
-    inputs = trainer._generate_and_score_completions(_batch(trainer))
+    batch = _batch(trainer)
+    inputs = trainer._generate_and_score_completions(batch)
     advantages = inputs["advantages"]
     assert advantages.dim() == 2
-    for row, mask in enumerate(rollout.first_attempt_masks):
+    masks = rollout.outputs[-1]["first_attempt_mask"]
+    assert len(masks) == len(batch) and any(any(m) for m in masks)
+    for row, mask in enumerate(masks):
         first = torch.tensor(mask, dtype=torch.bool)
         assert torch.all(advantages[row, : len(mask)][first] == 0)
-    assert rollout.outputs[-1]["stage"] == [1] * len(rollout.first_attempt_masks)  # reward terms see the stage
+    assert [row["stage"] for row in batch] == [1] * len(batch)  # reward terms see the stage
+
+
+def test_stage_two_keeps_first_attempt_advantages(step_setup):
+    _, rollout, make = step_setup
+    trainer = make(stage1_steps=0)
+    batch = _batch(trainer)
+    inputs = trainer._generate_and_score_completions(batch)
+    assert inputs["advantages"].dim() == 1 and [row["stage"] for row in batch] == [2] * len(batch)
 
 
 def test_first_attempt_mask_covers_turns_up_to_the_first_answer():
     traj = Trajectory(task_id="t", prompt_ids=[1], completion_ids=list(range(9)),
                       env_mask=[1, 1, 0, 1, 1, 0, 0, 1, 1], logprobs=[0.0] * 9,
-                      attempts=[Attempt(answer="a", turn=1), Attempt(answer="b", turn=2)])
-    assert first_attempt_mask(traj) == [1, 1, 0, 1, 1, 0, 0, 0, 0]
-    traj.attempts = []
-    assert first_attempt_mask(traj) == [1, 1, 0, 1, 1, 0, 0, 1, 1]
+                      attempts=[Attempt(answer="a", turn=1), Attempt(answer="b", turn=2)],
+                      turn_spans=[TurnSpan(start=0, end=2, attempt=0), TurnSpan(start=3, end=5, attempt=0),
+                                  TurnSpan(start=7, end=9, attempt=1)])
+    assert traj.attempt_mask(0) == [1, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert traj.attempt_mask(1) == [0, 0, 0, 0, 0, 0, 0, 1, 1]
+    unanswered = traj.model_copy(update={"attempts": [], "turn_spans": [
+        TurnSpan(start=0, end=2, attempt=0), TurnSpan(start=3, end=5, attempt=0), TurnSpan(start=7, end=9, attempt=0)]})
+    assert unanswered.attempt_mask(0) == [1, 1, 0, 1, 1, 0, 0, 1, 1]

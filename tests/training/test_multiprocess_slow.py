@@ -37,7 +37,7 @@ def test_accelerate_launch_two_processes(tmp_path):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     result = subprocess.run(
         [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "agent.cli", "train", "--config", str(config)],
+         "--dynamo_backend", "no", "-m", "anchorloop", "train", "--config", str(config)],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

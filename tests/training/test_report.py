@@ -163,7 +163,7 @@ def test_missing_run_dir_is_a_clear_error(tmp_path):
 
 
 def test_cli_report_prints_the_path(run_dir):
-    from agent.cli import app
+    from anchorloop.cli import app
 
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -173,7 +173,7 @@ def test_cli_report_prints_the_path(run_dir):
 
 
 def test_cli_eval_help_and_bad_ablation():
-    from agent.cli import app
+    from anchorloop.cli import app
 
     result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0 and "--ablate" in result.output and "verify-tools" in result.output
@@ -183,7 +183,7 @@ def test_cli_eval_help_and_bad_ablation():
 
 def test_report_command_does_not_import_torch(tmp_path):
     write_eval(tmp_path, [(0, 1)])
-    code = ("import sys; from typer.testing import CliRunner; from agent.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from anchorloop.cli import app; "
             f"r = CliRunner().invoke(app, ['report', {str(tmp_path)!r}]); assert r.exit_code == 0, r.output; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

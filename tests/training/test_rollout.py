@@ -4,7 +4,7 @@ import time
 from agent.graph import build_agent
 from envs.base import Env, Task
 from tools import tool
-from training.rollout import rollout
+from training.rollout import rollout, run_one
 from training.trajectory import load_jsonl, save_jsonl
 
 
@@ -73,3 +73,59 @@ def test_a_failing_run_is_recorded_not_raised(scripted):
     trajectories = asyncio.run(rollout(agent, env, env.tasks(n=2)))
     assert all(t.stop_reason.startswith("error: RuntimeError: device fell off") for t in trajectories)
     assert all(t.attempts == [] for t in trajectories)
+
+
+def test_turn_spans_cover_exactly_the_sampled_tokens_and_name_their_attempt(scripted):
+    replies = iter(['<tool_call>{"name": "wait", "arguments": {"seconds": 0}}</tool_call>', "Final answer: 3",
+                    "Final answer: 0"])
+    env = EchoEnv()
+    agent = build_agent(scripted(lambda ids: next(replies)), env.tools(), protocol="json", exemplars=[])
+    (traj,) = asyncio.run(rollout(agent, env, env.tasks(n=1)))
+    assert [s.attempt for s in traj.turn_spans] == [0, 0, 1]
+    covered = traj.attempt_mask(0)
+    covered = [a or b for a, b in zip(covered, traj.attempt_mask(1), strict=True)]
+    assert covered == traj.env_mask  # every model token is in one span, no inserted token is
+    assert sum(traj.attempt_mask(1)) == sum(traj.env_mask[traj.turn_spans[2].start:])
+
+
+def test_a_task_listed_twice_gets_distinct_groups(scripted):
+    env = EchoEnv()
+    agent = build_agent(scripted(lambda ids: "Final answer: 1"), env.tools(), protocol="json", exemplars=[],
+                        self_correct=False)
+    t0, t1 = env.tasks(n=2)
+    trajectories = asyncio.run(rollout(agent, env, [t0, t0, t1, t1]))  # as TRL hands over repeated prompts
+    assert [(t.task_id, t.group) for t in trajectories] == [("t0", 0), ("t0", 1), ("t1", 0), ("t1", 1)]
+
+
+def test_the_rollout_scores_through_the_envs_async_scorer(scripted):
+    class AsyncOnly(EchoEnv):
+        def score(self, task, answer):
+            raise AssertionError("the rollout must call ascore")
+
+        async def ascore(self, task, answer):
+            return 0.75
+
+    env = AsyncOnly()
+    agent = build_agent(scripted(lambda ids: "Final answer: 1"), env.tools(), protocol="json", exemplars=[],
+                        self_correct=False)
+    (traj,) = asyncio.run(rollout(agent, env, env.tasks(n=1)))
+    assert traj.attempts[0].score == 0.75
+
+
+def test_a_given_first_attempt_starts_the_run_at_the_verify_step(scripted):
+    seen = []
+
+    def reply(ids):
+        seen.append(scripted.tokenizer.decode(ids))
+        return "Final answer: 2"
+
+    env = EchoEnv()
+    agent = build_agent(scripted(reply), env.tools(), protocol="json", exemplars=[])
+    given = {"calls": [{"tool": "wait", "arguments": {"seconds": 0}}], "answer": "9"}
+    traj = asyncio.run(run_one(agent, env, env.tasks(n=3)[2], first_attempt=given))
+    assert len(seen) == 1 and "waited 0" in seen[0] and "Final answer: 9" in seen[0]  # real tool output, given
+    assert [(a.answer, a.injected, a.score) for a in traj.attempts] == [("9", True, 0.0), ("2", False, 1.0)]
+    assert traj.tool_calls == 0  # the given call is not the model's
+    assert [s.attempt for s in traj.turn_spans] == [1] and sum(traj.attempt_mask(0)) == 0
+    assert traj.env_mask == [1] * len(traj.completion_ids)  # the given attempt lies in the prompt, not sampled
+    assert [m.get("injected", False) for m in traj.messages] == [False, True, True, True, False, False]

@@ -24,6 +24,7 @@ from envs import get_env
 from tests.agent.test_openai_policy import CompletionServer
 from training.config import ConfigError, RewardConfig, TrainingConfig, load_config
 from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
+from training.recorder import RunRecorder
 from training.rollout import build_env_agent
 from training.rollout_backend import rollout_policy, served_model, vllm_args
 
@@ -107,7 +108,7 @@ def test_one_grpo_step_trains_on_exactly_what_the_server_sampled(tmp_path):
     tasks = env.tasks("train", n=2)
     agent = build_env_agent(policy, env, max_turns=3, exemplars=[],
                             sampling=SamplingParams(max_new_tokens=16, temperature=1.0))
-    rollout = AgentRollout(policy, agent, env, tasks, RewardConfig(), tmp_path)
+    rollout = AgentRollout(lambda model: (policy, agent), env, tasks)
     outputs = []
 
     def recording(prompts, trainer):
@@ -142,9 +143,10 @@ def test_a_step_whose_every_trajectory_failed_stops_training_and_says_why(tmp_pa
     policy = OpenAIPolicy(SERVER, "smol", tokenizer=tokenizer, transport=httpx.MockTransport(down), max_retries=0)
     env = get_env("arithmetic", level=1)
     agent = build_env_agent(policy, env, max_turns=2, exemplars=[], sampling=SamplingParams(max_new_tokens=8))
-    rollout = AgentRollout(policy, agent, env, env.tasks("train", n=2), RewardConfig(), tmp_path)
+    rollout = AgentRollout(lambda model: (policy, agent), env, env.tasks("train", n=2))
     trainer = one_step_trainer(model, tokenizer, env, rollout, lambda completions, **_: [0.0] * len(completions),
                                tmp_path)
+    RunRecorder(tmp_path, RewardConfig()).attach(trainer, rollout)
     with pytest.raises(RuntimeError, match=r"every trajectory of training step 0 failed.*gpu-box.*--resume"):
         trainer.train()
     saved = (tmp_path / "trajectories" / "step_00000.jsonl").read_text().splitlines()

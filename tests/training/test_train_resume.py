@@ -30,7 +30,7 @@ report_to = []
 
 
 def _train(config, *extra):
-    return subprocess.Popen([sys.executable, "-m", "agent.cli", "train", "--config", str(config), *extra],
+    return subprocess.Popen([sys.executable, "-m", "anchorloop", "train", "--config", str(config), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

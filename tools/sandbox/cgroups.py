@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from . import linux
+
 CONTROLLERS = ("memory", "pids")
 SLACK_MB = 64  # the supervisor, init and interpreter themselves
 
@@ -49,7 +51,7 @@ class Cgroups:
                     available = f.read().split()
                 if not set(CONTROLLERS) <= set(available):
                     raise OSError(f"the server's cgroup does not delegate {' and '.join(CONTROLLERS)}")
-                _write(os.path.join(root, "cgroup.subtree_control"), "+memory +pids")
+                linux.write_file(os.path.join(root, "cgroup.subtree_control"), "+memory +pids")
         except OSError as exc:
             return None, f"cgroup: {exc}"
         return cls(parents, v2), ""
@@ -68,18 +70,18 @@ class Cgroups:
             return
         memory = None if memory_mb is None else (memory_mb + SLACK_MB) * 2**20
         pids_dir, memory_dir = self._dir("pids", slot), self._dir("memory", slot)
-        _write(os.path.join(pids_dir, "pids.max"), str(max_processes))
+        linux.write_file(os.path.join(pids_dir, "pids.max"), str(max_processes))
         if self.v2:
-            _write(os.path.join(memory_dir, "memory.max"), "max" if memory is None else str(memory))
+            linux.write_file(os.path.join(memory_dir, "memory.max"), "max" if memory is None else str(memory))
             with contextlib.suppress(OSError):
-                _write(os.path.join(memory_dir, "memory.swap.max"), "0")
+                linux.write_file(os.path.join(memory_dir, "memory.swap.max"), "0")
         else:
             limit = "-1" if memory is None else str(memory)
             with contextlib.suppress(OSError):  # memsw must stay >= memory: raise it first
-                _write(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), "-1")
-            _write(os.path.join(memory_dir, "memory.limit_in_bytes"), limit)
+                linux.write_file(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), "-1")
+            linux.write_file(os.path.join(memory_dir, "memory.limit_in_bytes"), limit)
             with contextlib.suppress(OSError):  # exists only with swap accounting
-                _write(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), limit)
+                linux.write_file(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), limit)
         self._limits[slot] = (memory_mb, max_processes)
 
     def pids(self, slot: int) -> list[int]:
@@ -137,14 +139,6 @@ def _own_paths() -> dict[str, str]:
 
 def _join(mount: str, path: str, name: str) -> str:
     return os.path.join(mount, path.lstrip("/"), name)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(directory: str) -> None:

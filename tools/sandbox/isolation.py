@@ -138,7 +138,7 @@ def enter_supervisor(
 ) -> None:
     os.setsid()
     for procs in cgroup_procs:  # while still root, and before the read-only view hides /sys
-        _write(procs, "0")
+        linux.write_file(procs, "0")
     if plan.mounts == "as_root":
         # Join the read-only view the server prepared once, then take a private copy of it.
         linux.setns(template_fd, linux.CLONE_NEWNS)
@@ -158,9 +158,9 @@ def enter_supervisor(
         linux.prctl(linux.PR_SET_DUMPABLE, 1)
         outer_uid, outer_gid = os.getuid(), os.getgid()
         linux.unshare(plan.ns_flags)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1\n")
-        _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1\n")
+        linux.write_file("/proc/self/setgroups", "deny")
+        linux.write_file("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1\n")
+        linux.write_file("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1\n")
     if plan.mounts == "in_userns":
         build_readonly_view(plan)
         _mount_private_tmp(plan)
@@ -204,14 +204,6 @@ def _mount_private_tmp(plan: Plan) -> None:
 
 def _under(path: str, parents: list[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 # --- applied in the init process and the program ---------------------------------------------

@@ -137,3 +137,12 @@ def drop_capabilities() -> None:
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc_or_raise().capset(ctypes.byref(header), data), "capset")
+
+
+def write_file(path: str, text: str) -> None:
+    """One unbuffered write, as files under /proc and /sys expect (no truncation, no buffering)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

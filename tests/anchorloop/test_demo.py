@@ -27,7 +27,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
     config = tmp_path / "demo.toml"
     config.write_text(CONFIG)
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--config", str(config), "--output-dir",
+    result = subprocess.run([sys.executable, "-m", "anchorloop", "demo", "--config", str(config), "--output-dir",
                              str(out)], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

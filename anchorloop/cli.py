@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from agent.policy import MAX_NEW_TOKENS
+
 app = typer.Typer(
     name="anchorloop",
     help="Tool-grounded self-correction: a ReAct agent that checks its answers with tools, "
@@ -23,7 +25,7 @@ app = typer.Typer(
 console = Console()
 
 Model = Annotated[str, typer.Option(help="'smollm2-135m' (embedded), 'tiny-random', a local path, a hub id.")]
-Protocol = Annotated[str, typer.Option(help="How tool calls are written: 'code' (```python), 'json', or "
+ProtocolOption = Annotated[str, typer.Option(help="How tool calls are written: 'code' (```python), 'json', or "
                                               "'auto' (code when the python tool is there).")]
 MaxTurns = Annotated[int, typer.Option(min=1, help="Model turns allowed per run.")]
 SelfCorrect = Annotated[bool, typer.Option(help="Ask the model to verify its answer with the tools.")]
@@ -32,6 +34,8 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 Split = Annotated[str, typer.Option(help="'test' or 'train'.")]
 Seed = Annotated[int, typer.Option(help="Which tasks to draw.")]
 Generations = Annotated[int, typer.Option(min=1, help="Runs per task.")]
+EnvArgs = Annotated[list[str] | None, typer.Option(
+    "--env-arg", help="Env option KEY=VALUE (repeatable), e.g. level=3; values are read as JSON when they parse.")]
 
 
 @app.callback()
@@ -72,16 +76,21 @@ def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
     return parsed
 
 
+def env_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``--env-arg`` pairs as config overrides of ``env.kwargs``."""
+    return {f"env.kwargs.{key}": value for key, value in parse_env_args(pairs).items()}
+
+
 @app.command()
 @friendly_errors
 def run(
     env: Annotated[str, typer.Option(help="See `anchorloop envs`, or jsonl:PATH.")] = "arithmetic",
-    env_arg: Annotated[list[str] | None, typer.Option(help="Env option KEY=VALUE (repeatable), e.g. level=3.")] = None,
+    env_arg: EnvArgs = None,
     n: Annotated[int, typer.Option(min=1, help="Number of tasks.")] = 4,
     split: Split = "test",
     seed: Seed = 0,
     model: Model = "smollm2-135m",
-    protocol: Protocol = "auto",
+    protocol: ProtocolOption = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
@@ -90,8 +99,8 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Print only the summary.")] = False,
 ) -> None:
     """Run the agent on N tasks of one environment; print each trajectory and a summary."""
-    from agent.render import print_trajectories
     from training.metrics import summary_line
+    from training.render import print_trajectories
     from training.runner import run_env
     from training.trajectory import save_jsonl
 
@@ -117,6 +126,7 @@ def train(
     output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
     model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+    env_arg: EnvArgs = None,
 ) -> None:
     """Train the model to correct itself (GRPO with self-correction rewards); checkpoints are resumable."""
     from training.config import load_config
@@ -124,7 +134,7 @@ def train(
 
     overrides = {k: v for k, v in {"output_dir": output_dir, "training.steps": steps, "model.name": model}.items()
                  if v is not None}
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides | env_overrides(env_arg))
     console.print(f"Training [bold]{cfg.model.name}[/] on [bold]{cfg.env.name}[/] for {cfg.training.steps} steps "
                   f"→ {cfg.output_dir}")
     run_dir = run_training(cfg, resume=resume, console=console)
@@ -138,16 +148,18 @@ def demo(
     output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/demo-DATE-TIME).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
     model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+    env_arg: EnvArgs = None,
 ) -> None:
     """The whole loop: evaluate → train to self-correct → evaluate → report (≈10 min on 2 CPU cores)."""
     import time
 
+    from anchorloop.demo import run_demo
     from training.config import load_config
-    from training.demo import run_demo
 
     overrides = {"output_dir": output_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), "training.steps": steps,
                  "model.name": model}
-    run_demo(load_config(config, {k: v for k, v in overrides.items() if v is not None}), console)
+    chosen = {k: v for k, v in overrides.items() if v is not None} | env_overrides(env_arg)
+    run_demo(load_config(config, chosen), console)
 
 
 @app.command()
@@ -156,7 +168,7 @@ def chat(
     model: Model = "smollm2-135m",
     tools: Annotated[list[str] | None, typer.Option("--tool", "-t", help="A tool to offer (repeatable): "
                                                    "python, wikipedia, module:attr, a plug-in.")] = None,
-    protocol: Protocol = "auto",
+    protocol: ProtocolOption = "auto",
     resume: Annotated[str | None, typer.Option(help="Continue the session with this ID.")] = None,
     base_url: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server instead of a local "
                                                       "model (e.g. http://localhost:8000/v1).")] = None,
@@ -164,15 +176,15 @@ def chat(
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest model turn, in tokens.")] = 256,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest model turn, in tokens.")] = MAX_NEW_TOKENS,
 ) -> None:
     """Talk to the agent: streamed answers, visible tool calls and verify step, resumable sessions."""
     import asyncio
 
     from agent.chat import run_chat
     from agent.models import cache_dir
+    from agent.policy import SamplingParams
     from tools import load_tools
-    from training.runner import sampling_for
 
     chosen = load_tools(tools or ["python", "wikipedia"])
     if base_url:
@@ -186,7 +198,7 @@ def chat(
         policy = HFPolicy.from_pretrained(model, max_batch_size=1)
     asyncio.run(run_chat(policy, chosen, db=db or cache_dir() / "chat.sqlite", session_id=resume, console=console,
                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
-                         sampling=sampling_for(temperature, max_new_tokens=max_new_tokens)))
+                         sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)))
 
 
 @app.command("envs")
@@ -212,11 +224,12 @@ def list_tools_command() -> None:
 def eval_command(
     env: Annotated[list[str] | None, typer.Option(
         help="An env (see `anchorloop envs`, or jsonl:PATH); repeat for several. Default: arithmetic.")] = None,
+    env_arg: EnvArgs = None,
     n: Annotated[int, typer.Option(min=1, help="Tasks per env (the same tasks for every configuration).")] = 20,
     split: Split = "test",
     seed: Seed = 0,
     model: Model = "smollm2-135m",
-    protocol: Protocol = "auto",
+    protocol: ProtocolOption = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
@@ -224,6 +237,9 @@ def eval_command(
     ablate: Annotated[list[str] | None, typer.Option(
         help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
         "no tools) or 'self-correct' (no verify step). Repeatable.")] = None,
+    probe: Annotated[list[str] | None, typer.Option(
+        help="Also run a probe: 'injected-errors' (the verify step on wrong first attempts made from the "
+        "model's own code: fix rate and false alarms).")] = None,
     out: Annotated[Path | None, typer.Option(help="Where eval.json and trajectories.jsonl go "
                                               "(default runs/eval-DATE-TIME).")] = None,
 ) -> None:
@@ -231,11 +247,13 @@ def eval_command(
     import time
 
     from envs import get_env
-    from training.eval import configurations, evaluate
+    from training.eval import check_probes, configurations, evaluate
 
-    ablate = ablate or []
+    ablate, probe = ablate or [], probe or []
     configurations(ablate, {"self_correct": self_correct})  # bad input fails before torch and the model load
-    environments = [get_env(name) for name in env or ["arithmetic"]]
+    check_probes(probe, {"self_correct": self_correct})
+    options = parse_env_args(env_arg)  # the same options for every env given
+    environments = [get_env(name, **options) for name in env or ["arithmetic"]]
     from agent.hf_policy import HFPolicy
 
     out = out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
@@ -243,11 +261,13 @@ def eval_command(
     policy = HFPolicy.from_pretrained(model)
     try:
         report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
-                          ablations=ablate, temperature=temperature, model=model, console=console,
+                          ablations=ablate, probes=probe, temperature=temperature, model=model, console=console,
                           protocol=protocol, max_turns=max_turns, self_correct=self_correct)
     finally:
         policy.close()
     console.print(report.table())
+    if report.probes:
+        console.print(report.probe_table())
     path = report.save(out)
     console.print(f"{report.seconds:.1f} s; results in {path}, trajectories in {path.parent / 'trajectories.jsonl'}")
 

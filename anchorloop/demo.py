@@ -8,37 +8,40 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from training.config import TrainConfig
 
-COLUMNS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δ", "delta"), ("Δi→c", "delta_i_to_c"),
-           ("Δc→i", "delta_c_to_i"), ("confirmatory", "confirmatory_rate")]
-
 
 def _evaluate(policy: Any, config: TrainConfig, out: Path, console: Console, label: str) -> Any:
+    from agent.policy import SamplingParams
     from envs import get_env
     from training.eval import evaluate
-    from training.runner import sampling_for
 
     env = get_env(config.env.name, **config.env.kwargs)
     report = evaluate(policy, [env], n=config.env.eval_tasks, split="test", seed=config.env.seed, console=console,
                       model=label, protocol=config.agent.protocol, max_turns=config.agent.max_turns,
                       max_tool_calls=config.agent.max_tool_calls, self_correct=config.agent.self_correct,
-                      sampling=sampling_for(0.0, config.agent.max_new_tokens))
+                      probes=config.env.probes,
+                      sampling=SamplingParams(temperature=0.0, max_new_tokens=config.agent.max_new_tokens))
     report.save(out)
     return report
 
 
-def before_after_table(before: Any, after: Any) -> Table:
-    table = Table(title="Held-out tasks, greedy decoding (95% CI in brackets)")
-    table.add_column("")
-    for name, _ in COLUMNS:
-        table.add_column(name, justify="right")
-    for label, report in (("before", before), ("after", after)):
-        metrics = report.rows[0].metrics
-        table.add_row(f"{label} (n={metrics.n})", *[str(getattr(metrics, key)) for _, key in COLUMNS])
-    return table
+def before_after_table(before: Any, after: Any) -> Any:
+    """The eval table with two rows: the first env's baseline before and after training."""
+    from training.eval import eval_table
+
+    rows = [r.rows[0].model_copy(update={"config": f"{label} (n={r.rows[0].metrics.n})"})
+            for label, r in (("before", before), ("after", after))]
+    return eval_table(rows, title="Held-out tasks, greedy decoding")
+
+
+def probe_before_after(before: Any, after: Any) -> Any:
+    from training.eval import probe_table
+
+    rows = [p.model_copy(update={"env": f"{label}: {p.env}"}) for label, r in (("before", before), ("after", after))
+            for p in r.probes]
+    return probe_table(rows)
 
 
 def run_demo(config: TrainConfig, console: Console) -> Path:
@@ -67,5 +70,7 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
     console.rule("4/4 report")
     html = write_report(run_dir)
     console.print(before_after_table(before, after))
+    if before.probes:
+        console.print(probe_before_after(before, after))
     console.print(f"report: {html}\nrun dir: {run_dir}   ({(time.perf_counter() - started) / 60:.1f} min in all)")
     return run_dir

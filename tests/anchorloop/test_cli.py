@@ -8,7 +8,7 @@ import pytest
 def test_help_is_fast_and_does_not_import_torch():
     code = ("import sys, time; t = time.perf_counter()\n"
             "from typer.testing import CliRunner\n"
-            "from agent.cli import app\n"
+            "from anchorloop.cli import app\n"
             "r = CliRunner().invoke(app, ['--help'])\n"
             "assert r.exit_code == 0, r.output\n"
             "print(time.perf_counter() - t, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
@@ -27,7 +27,7 @@ def test_help_is_fast_and_does_not_import_torch():
 def test_run_on_the_tiny_model_prints_trajectories_and_a_summary(tmp_path):
     out = tmp_path / "t.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "--env", "arithmetic", "--n", "2", "--model", "tiny-random",
+        [sys.executable, "-m", "anchorloop", "run", "--env", "arithmetic", "--n", "2", "--model", "tiny-random",
          "--max-turns", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
@@ -41,7 +41,7 @@ def test_run_on_the_tiny_model_prints_trajectories_and_a_summary(tmp_path):
 
 
 def test_unknown_env_is_a_clear_error():
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--env", "nope", "--model", "tiny-random"],
+    result = subprocess.run([sys.executable, "-m", "anchorloop", "run", "--env", "nope", "--model", "tiny-random"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "nope" in (result.stdout + result.stderr)
@@ -50,7 +50,7 @@ def test_unknown_env_is_a_clear_error():
 @pytest.mark.parametrize("env", ["humaneval", "wikiqa", "fanoutqa", "arithmetic"])
 def test_run_works_for_every_built_in_env(env):
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "--env", env, "--n", "1", "--model", "tiny-random", "--max-turns",
+        [sys.executable, "-m", "anchorloop", "run", "--env", env, "--n", "1", "--model", "tiny-random", "--max-turns",
          "1", "--quiet"], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

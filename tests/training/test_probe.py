@@ -1,0 +1,87 @@
+"""The injected-error probe and the vacuous-check metric, driven by scripted checkers whose behaviour
+is known: one re-derives the computation from the question, one re-runs its own code."""
+
+import asyncio
+import random
+import re
+
+import pytest
+
+from agent.prompts import VERIFY_WITH_TOOLS
+from envs import get_env
+from training.eval import evaluate
+from training.injection import answer_from_output, first_attempt_code, mutations, wrong_attempt
+from training.metrics import compute_metrics, is_vacuous_check
+
+
+def checker(tokenizer, *, rerun_own_code: bool):
+    def reply(prompt_ids):
+        text = tokenizer.decode(prompt_ids)
+        question = re.findall(r"What is (.*?)\?", text)[-1]
+        last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
+        if last_user.startswith(VERIFY_WITH_TOOLS[:20]):
+            code = re.findall(r"```python\n(.*?)\n```", text, re.DOTALL)[-1] if rerun_own_code else f"print({question})"
+            return f"```python\n{code}\n```"
+        if "<tool_response>" in last_user:
+            return f"Final answer: {re.findall(r'-?[0-9]+', last_user)[-1]}"
+        return f"```python\nprint({question})\n```"
+
+    return reply
+
+
+def test_mutations_change_exactly_one_operator_or_number():
+    variants = mutations("print(12 + 3 * 45)")
+    assert "print(12 - 3 * 45)" in variants and "print(12 + 3 + 45)" in variants
+    assert "print(13 + 3 * 45)" in variants and "print(12 + 3 * 54)" in variants
+    assert "print(12 + 3 * 45)" not in variants
+    assert all(v.count("print(") == 1 for v in variants)
+    assert mutations("print('no numbers')") == [] and mutations("def (:") == []
+
+
+def test_answer_from_output_takes_the_last_printed_line():
+    assert answer_from_output("a\n42\n") == "42"
+    assert answer_from_output("(no output — use print() to see values)") is None
+
+
+def test_a_wrong_attempt_is_wrong_by_the_envs_own_scorer():
+    env = get_env("arithmetic", level=1)
+    task = env.tasks("test", n=1)[0]
+    python = next(t for t in env.tools() if t.name == "python")
+    code = f"print({task.question.removeprefix('What is ').rstrip('?')})"
+    given = asyncio.run(wrong_attempt(code, task, env, python, random.Random(0)))
+    assert given is not None and env.score(task, given["answer"]) == 0.0
+    assert given["calls"][0]["arguments"]["code"] in mutations(code)
+
+
+@pytest.mark.parametrize("rerun, fixes, vacuous", [(False, 1.0, 0.0), (True, 0.0, 1.0)])
+def test_the_probe_tells_a_real_check_from_a_vacuous_one(scripted, rerun, fixes, vacuous):
+    env = get_env("arithmetic", level=1)
+    policy = scripted(checker(scripted.tokenizer, rerun_own_code=rerun))
+    report = evaluate(policy, [env], n=4, probes=["injected-errors"], exemplars=[], max_turns=4)
+    (probe,) = report.probes
+    assert probe.injected == 4 and probe.skipped == 0
+    assert probe.fix_rate.value == fixes and probe.vacuous_check_rate.value == vacuous
+    assert probe.false_alarm_rate.value == 0.0 and probe.false_alarm_rate.n == 4  # every first attempt was right
+    baseline = report.row("arithmetic").metrics
+    # on its own right attempts, re-deriving from the question writes the same code again: by the
+    # metric's definition that check repeats the first attempt and could not have caught anything
+    assert baseline.acc_t1.value == 1.0 and baseline.vacuous_check_rate.value == 1.0
+    injected = report.trajectories["probe:injected-errors"]
+    assert all(t.attempts[0].injected and not t.attempts[0].right for t in injected)
+    assert all(first_attempt_code(t) is None for t in injected)  # the given code is not the model's
+
+
+def test_a_check_without_a_tool_call_is_vacuous_and_a_run_without_one_is_not_counted(scripted):
+    env = get_env("arithmetic", level=1)
+    answers = iter(["Final answer: 1", "Final answer: 1"])
+    policy = scripted(lambda ids: next(answers))
+    report = evaluate(policy, [env], n=1, exemplars=[], max_turns=3)
+    (traj,) = report.trajectories["baseline"]
+    assert is_vacuous_check(traj) is True
+    unverified = traj.model_copy(update={"messages": [m for m in traj.messages if m["role"] != "verify"]})
+    assert is_vacuous_check(unverified) is None and compute_metrics([unverified]).vacuous_check_rate.n == 0
+
+
+def test_unknown_probe_is_refused_before_anything_runs(scripted):
+    with pytest.raises(ValueError, match="injected-errors"):
+        evaluate(scripted(lambda ids: "x"), ["arithmetic"], n=1, probes=["typo"])

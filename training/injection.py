@@ -1,0 +1,131 @@
+"""Plausible wrong first attempts: the model's own code with one operator or number changed.
+
+A check is only worth something if it catches errors. How often a model catches them depends on how
+often it makes them, so the injected-error probe (``training.probe``) measures the ability directly:
+take the model's own first-attempt code, change one thing in it (``+`` for ``-``, ``17`` for ``71``),
+run the real tool on the changed code, and give the model that attempt, with its real output and the
+wrong answer it leads to, as if it had written it; then the verify step runs as usual.
+
+Only Python calls are changed (``python`` tool); a run whose first attempt made none is skipped and
+counted as such.
+
+``ErrorInjector`` does the same during training (``training.injected_errors``): for a share of each
+step's tasks, the model first attempts the task once on its own; the group then starts from a
+changed version of that attempt, so the verify turn is trained on errors that look like the model's
+own. This is a labelled variant of SCoRe's recipe, which trains on the model's natural errors only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import tokenize
+from collections.abc import Sequence
+from typing import Any
+
+from envs import Env, Task
+from tools import Tool
+from tools.python_exec import NO_OUTPUT
+from training.trajectory import Trajectory, is_right
+
+SWAPS = {"+": ["-", "*"], "-": ["+", "*"], "*": ["+", "-"], "/": ["*", "-"], "//": ["/", "*"], "**": ["*"],
+         "%": ["//"], "<": [">"], ">": ["<"], "<=": [">"], ">=": ["<"]}
+
+
+def first_attempt_code(traj: Trajectory) -> str | None:
+    """The code of the first Python call the model made before its first answer."""
+    for message in traj.messages:
+        if message.get("role") == "verify":
+            return None
+        if message.get("role") == "tool" and message.get("name") == "python" and not message.get("injected"):
+            code = (message.get("arguments") or {}).get("code")
+            if isinstance(code, str) and code.strip():
+                return code
+    return None
+
+
+def mutations(code: str) -> list[str]:
+    """Every variant of ``code`` with exactly one arithmetic operator or one number literal changed."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return []
+    lines = code.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    variants: list[str] = []
+    for tok in tokens:
+        if tok.type == tokenize.OP and tok.string in SWAPS:
+            replacements = SWAPS[tok.string]
+        elif tok.type == tokenize.NUMBER and tok.string.isdigit():
+            replacements = _number_variants(tok.string)
+        else:
+            continue
+        start = offsets[tok.start[0] - 1] + tok.start[1]
+        end = offsets[tok.end[0] - 1] + tok.end[1]
+        variants += [code[:start] + r + code[end:] for r in replacements]
+    return list(dict.fromkeys(v for v in variants if v != code))
+
+
+def _number_variants(digits: str) -> list[str]:
+    """Slips a person (or a model) makes copying a number: a digit off by one, two digits swapped."""
+    out = [str(int(digits) + 1), str(max(int(digits) - 1, 0))]
+    if len(digits) > 1 and digits[-1] != digits[-2]:
+        out.append(digits[:-2] + digits[-1] + digits[-2])
+    return out
+
+
+def answer_from_output(stdout: str) -> str | None:
+    """The last line a program printed: what a first attempt that printed its result would answer."""
+    lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
+    return lines[-1] if lines and stdout.strip() != NO_OUTPUT else None
+
+
+async def wrong_attempt(code: str, task: Task, env: Env, python: Tool, rng: random.Random,
+                        tries: int = 6) -> dict[str, Any] | None:
+    """A changed version of ``code`` whose real output is a wrong answer to ``task``, as a
+    ``first_attempt`` for ``build_agent``; ``None`` when no change tried leads to one."""
+    candidates = mutations(code)
+    rng.shuffle(candidates)
+    for changed in candidates[:tries]:
+        result = await python.acall({"code": changed})
+        answer = None if result.error else answer_from_output(result.content.split("\n\n[stderr]")[0])
+        if answer is None or is_right(await env.ascore(task, answer)):
+            continue
+        return {"calls": [{"tool": "python", "arguments": {"code": changed}}], "answer": answer}
+    return None
+
+
+class ErrorInjector:
+    """Wrong first attempts for a share of a training step's tasks (see the module docstring).
+
+    ``first_agent`` is the agent without its verify step, sampling as in training."""
+
+    def __init__(self, first_agent: Any, env: Env, share: float, seed: int = 0) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"training.injected_errors is a share of the tasks, in [0, 1]; got {share}.")
+        self.first_agent = first_agent
+        self.env = env
+        self.share = share
+        self.rng = random.Random(seed)
+        self.python = next((t for t in env.tools() if t.name == "python"), None)
+        if share and self.python is None:
+            raise ValueError(f"training.injected_errors changes Python code; env {env.name!r} has no python tool.")
+
+    async def first_attempts(self, tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
+        """task id → a wrong first attempt, for about ``share`` of the distinct tasks (those the change
+        works for; the others run as usual)."""
+        from training.rollout import run_one
+
+        distinct = list({t.id: t for t in tasks}.values())
+        chosen = self.rng.sample(distinct, round(self.share * len(distinct)))
+        own = await asyncio.gather(*[run_one(self.first_agent, self.env, t) for t in chosen])
+        given = {}
+        for task, traj in zip(chosen, own, strict=True):
+            code = first_attempt_code(traj)
+            attempt = await wrong_attempt(code, task, self.env, self.python, self.rng) if code else None
+            if attempt is not None:
+                given[task.id] = attempt
+        return given
