@@ -29,6 +29,7 @@ from training.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
+HELDOUT_LOG = "heldout_log.jsonl"
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 ORDER = {"before": 0, "after": 2}  # other evaluations sit between the two
@@ -61,6 +62,7 @@ def write_report(run_dir: str | Path, *, sample: int = 24) -> Path:
     body = [
         _overview(run_dir, steps, evaluations),
         _training_section(steps, figures),
+        _curve_section(read_train_log(run_dir / HELDOUT_LOG), figures),
         _evaluation_section(evaluations, figures),
         _tools_section(steps, figures),
         _trajectories_section(evaluations + ([latest] if latest else []), sample),
@@ -193,6 +195,9 @@ def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> s
          True, False),
         ("signal", "Groups with no learning signal (all rewards equal)", {"no_signal_fraction": "no signal"},
          True, True),
+        ("checks", "Quality of the checks (training rollouts)",
+         {"vacuous_check_rate": "vacuous checks", "confirmatory_rate": "confirmed", "injected_fix_rate":
+          "injected errors fixed"}, True, False),
     ]
     xs, _ = series_from_log(steps, {})
     stage2 = next((x for x, r in zip(xs, steps) if r.get("stage") == 2), None)
@@ -205,6 +210,19 @@ def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> s
         elif required:
             parts.append(note(f"{TRAIN_LOG} has no {' / '.join(f'<code>{k}</code>' for k in keys)} values."))
     return "\n".join(parts)
+
+
+def _curve_section(points: list[dict[str, Any]] | None, figures: Figures) -> str:
+    """The held-out learning curve: greedy evaluation every ``training.eval_every`` steps."""
+    from training.plots import line_plot, series_from_log
+
+    if not points:
+        return ""
+    xs, series = series_from_log(points, {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2", "delta_i_to_c": "Δi→c",
+                                          "vacuous_check_rate": "vacuous checks"})
+    title = f"Held-out learning curve (greedy, {HELDOUT_LOG})"
+    return "<h2>Held-out learning curve</h2>" + figures.img("heldout", line_plot(title, xs, series,
+                                                                                 unit_interval=True), title)
 
 
 def _tools_section(steps: list[dict[str, Any]] | None, figures: Figures) -> str:

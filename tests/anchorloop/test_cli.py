@@ -55,3 +55,31 @@ def test_run_works_for_every_built_in_env(env):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{env}: 1 runs" in result.stdout
+
+
+def test_eval_takes_env_options_like_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "anchorloop", "eval", "--env", "arithmetic", "--env-arg", "level=3", "--n", "1",
+         "--model", "tiny-random", "--max-turns", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from training.trajectory import load_jsonl
+
+    (traj,) = load_jsonl(tmp_path / "trajectories.jsonl")
+    assert traj.task_id.startswith("arithmetic-L3-")
+
+
+def test_train_env_arg_overrides_the_configs_env_options(tmp_path):
+    from anchorloop.cli import env_overrides
+    from training.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text('[env]\nname = "arithmetic"\nkwargs = { level = 2 }\n')
+    cfg = load_config(config, env_overrides(["level=4"]))
+    assert cfg.env.kwargs == {"level": 4}
+
+
+def test_python_dash_m_anchorloop_is_the_cli():
+    result = subprocess.run([sys.executable, "-m", "anchorloop", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Usage: anchorloop" in result.stdout

@@ -215,3 +215,32 @@ def test_first_attempt_mask_covers_turns_up_to_the_first_answer():
     unanswered = traj.model_copy(update={"attempts": [], "turn_spans": [
         TurnSpan(start=0, end=2, attempt=0), TurnSpan(start=3, end=5, attempt=0), TurnSpan(start=7, end=9, attempt=0)]})
     assert unanswered.attempt_mask(0) == [1, 1, 0, 1, 1, 0, 0, 1, 1]
+
+
+def test_injected_error_groups_train_on_the_verify_turn_alone(tmp_path, scripted):
+    """With injected_errors, a group starts from a wrong attempt made from the model's own code: the
+    given attempt lies in the prompt (no loss on it), and only the verify turn is trained."""
+    from tests.training.test_probe import checker
+    from training.injection import ErrorInjector
+
+    model, tokenizer = load_model("tiny-random", device="cpu")
+    env = get_env("arithmetic", level=1)
+    tasks = env.tasks("train", n=2)
+    policy = scripted(checker(scripted.tokenizer, rerun_own_code=False))
+    agent = build_env_agent(policy, env, max_turns=4, exemplars=[])
+    first_agent = build_env_agent(policy, env, max_turns=4, exemplars=[], self_correct=False)
+    rollout = Recorder(AgentRollout(lambda m: (policy, agent), env, tasks,
+                                    injector=lambda p: ErrorInjector(first_agent, env, share=1.0)))
+    args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
+                      max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
+                      activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
+                      disable_tqdm=True)
+    trainer = SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[varying_reward],
+                                        args=args, train_dataset=env.as_dataset("train", n=2), agent_rollout=rollout)
+    trainer.train()
+    out = rollout.outputs[0]
+    assert out["first_score"] == [0.0] * 4 and out["last_score"] == [1.0] * 4  # all injected, all fixed
+    assert all(sum(m) == 0 for m in out["first_attempt_mask"])
+    decoded = [tokenizer.decode(p) for p in out["prompt_ids"]]
+    assert all("Final answer:" in d and d.rstrip().endswith("assistant") for d in decoded)
+    assert torch.isfinite(torch.tensor(float(trainer.state.log_history[0]["loss"])))

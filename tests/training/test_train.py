@@ -1,3 +1,5 @@
+import json
+
 from training.config import TrainConfig
 from training.train import train
 
@@ -38,3 +40,23 @@ def test_one_rollout_feeds_one_optimizer_step_of_micro_batches(tmp_path):
     assert losses == [1, 1, 1, 1]  # four micro-batches of one trajectory each
     assert len((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()) == 1  # from one rollout
     assert trainer.state.global_step == 1
+
+
+def test_the_held_out_curve_is_logged_before_the_first_step_and_every_eval_every(tmp_path):
+    from training.train import train
+
+    config = TrainConfig.model_validate({
+        "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random"},
+        "env": {"name": "arithmetic", "kwargs": {"level": 1}, "train_tasks": 4},
+        "agent": {"max_turns": 2, "max_new_tokens": 8},
+        "training": {"steps": 2, "tasks_per_step": 1, "num_generations": 2, "report_to": [], "eval_every": 2,
+                     "curve_tasks": 2, "save_steps": 10},
+    })
+    run_dir = train(config)
+    points = [json.loads(line) for line in (run_dir / "heldout_log.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == [0, 2]
+    assert all(0.0 <= p["acc_t2"] <= 1.0 and "vacuous_check_rate" in p for p in points)
+    steps = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [0, 1]
+    assert "heldout_acc_t2" in steps[1] and "heldout_acc_t2" not in steps[0]
+    assert "vacuous_check_rate" in steps[0] and steps[0]["injected_runs"] == 0

@@ -7,6 +7,10 @@ plan the host allows (``trees``), forks the zygote that all trees will be forked
 loop. While idle it keeps a few trees forked and fully isolated, each waiting for its job on
 stdin, so that a run starts with one pipe write. When the control socket closes (the host exited
 or shut it down) it kills everything and exits.
+
+Longer than our usual ~400 lines on purpose: the selector loop, the pool of waiting trees and the
+run bookkeeping share one process's state and one event loop; split apart, each piece would need the
+others' internals.
 """
 
 from __future__ import annotations
