@@ -24,9 +24,9 @@ SYSTEM = (
 )
 
 VERIFY_WITH_TOOLS = (
-    "Check this answer with a tool before it is final: compute it again another way, or look it up. "
-    "If the check agrees, repeat it as 'Final answer: ...'. If it does not, give the corrected "
-    "'Final answer: ...'."
+    "Check this answer with a tool before it is final: read the question again and compute it another "
+    "way, from the question itself rather than from your code, or look it up. If the check agrees, repeat "
+    "it as 'Final answer: ...'. If it does not, give the corrected 'Final answer: ...'."
 )
 VERIFY_WITHOUT_TOOLS = (
     "Check this answer by reasoning step by step, without tools. If it holds, repeat it as "
@@ -54,14 +54,14 @@ class Exemplar:
         return {s.tool for s in self.first + self.verify if s.tool}
 
 
+# The two arithmetic exemplars show the check the verify step is for: the first attempt miscopies the
+# question (63 for 36) and the check, written afresh from the question, catches it; the second attempt
+# is right and the check, written another way, confirms it.
 EXEMPLARS = [
     Exemplar(
-        "A box holds 12 eggs. How many boxes are needed to pack 150 eggs?",
-        [Step(tool="python", arguments={"code": "print(150 / 12)"}), Step(answer="12.5")],
-        [
-            Step(tool="python", arguments={"code": "import math\nprint(math.ceil(150 / 12))"}),
-            Step(answer="13"),
-        ],
+        "What is 48 + 36 * 7?",
+        [Step(tool="python", arguments={"code": "print(48 + 63 * 7)"}), Step(answer="489")],
+        [Step(tool="python", arguments={"code": "print(48 + 36 * 7)"}), Step(answer="300")],
     ),
     Exemplar(
         "What is 17 * 23 + 5?",

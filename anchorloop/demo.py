@@ -12,7 +12,8 @@ from rich.console import Console
 from training.config import TrainConfig
 
 
-def _evaluate(policy: Any, config: TrainConfig, out: Path, console: Console, label: str) -> Any:
+def evaluate_config(policy: Any, config: TrainConfig, out: Path, console: Console, label: str) -> Any:
+    """Greedy evaluation on the config's held-out tasks with its agent options and probes; saved to ``out``."""
     from agent.policy import SamplingParams
     from envs import get_env
     from training.eval import evaluate
@@ -56,7 +57,7 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
     model, tokenizer = load_model(config.model.name)
     policy = HFPolicy(model, tokenizer)
     try:
-        before = _evaluate(policy, config, run_dir / "eval_before", console, config.model.name)
+        before = evaluate_config(policy, config, run_dir / "eval_before", console, config.model.name)
     finally:
         policy.close()
     console.rule(f"2/4 train for {config.training.steps} steps with self-correction rewards")
@@ -64,7 +65,7 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
     console.rule("3/4 evaluate the trained model on the same tasks")
     trained = HFPolicy.from_pretrained(str(run_dir / "final"))
     try:
-        after = _evaluate(trained, config, run_dir / "eval_after", console, "trained")
+        after = evaluate_config(trained, config, run_dir / "eval_after", console, "trained")
     finally:
         trained.close()
     console.rule("4/4 report")

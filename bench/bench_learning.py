@@ -19,9 +19,10 @@ from _common import ROOT, load1, machine, utc_now, wait_for_quiet_cpu, write_sec
 
 COLUMNS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δ", "delta"), ("Δi→c", "delta_i_to_c"),
            ("Δc→i", "delta_c_to_i"), ("confirmatory", "confirmatory_rate"),
-           ("verification precision", "verification_precision")]
+           ("verification precision", "verification_precision"), ("vacuous checks", "vacuous_check_rate")]
 STEP_COLUMNS = [("stage", "stage", "{}"), ("reward", "reward_mean", "{:+.2f}"), ("Acc@t1", "acc_t1", "{:.0%}"),
                 ("Acc@t2", "acc_t2", "{:.0%}"), ("Δi→c", "delta_i_to_c", "{:.0%}"), ("Δc→i", "delta_c_to_i", "{:.0%}"),
+                ("vacuous", "vacuous_check_rate", "{:.0%}"), ("injected fixed", "injected_fix_rate", "{:.0%}"),
                 ("no-signal groups", "no_signal_fraction", "{:.0%}"), ("rollout", "rollout_s", "{:.0f} s")]
 
 
@@ -45,7 +46,34 @@ def steps_table(run_dir: Path) -> list[str]:
     lines = ["| step | " + " | ".join(name for name, _, _ in STEP_COLUMNS) + " |",
              "|---:|" + "---:|" * len(STEP_COLUMNS)]
     for s in steps:
-        lines.append(f"| {s['step']} | " + " | ".join(fmt.format(s[key]) for _, key, fmt in STEP_COLUMNS) + " |")
+        lines.append(f"| {s['step']} | " + " | ".join(fmt.format(s[key]) if key in s else "–"
+                                                     for _, key, fmt in STEP_COLUMNS) + " |")
+    return lines
+
+
+def probe_rows(run_dir: Path) -> list[str]:
+    """The injected-error probe before and after, when the run's evaluations ran it."""
+    from training.eval import EvalReport
+
+    lines = ["| | injected | skipped | fix rate | false alarms | vacuous checks (injected runs) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label in ("before", "after"):
+        for p in EvalReport.load(run_dir / f"eval_{label}").probes:
+            lines.append(f"| {label} | {p.injected} | {p.skipped} | {p.fix_rate} | {p.false_alarm_rate} | "
+                         f"{p.vacuous_check_rate} |")
+    return lines if len(lines) > 2 else []
+
+
+def curve_rows(run_dir: Path) -> list[str]:
+    """The held-out learning curve (greedy, curve_tasks held-out tasks), when the run logged one."""
+    path = run_dir / "heldout_log.jsonl"
+    if not path.is_file():
+        return []
+    lines = ["| step | Acc@t1 | Acc@t2 | Δi→c | Δc→i | vacuous checks |", "|---:|---:|---:|---:|---:|---:|"]
+    for line in path.read_text().splitlines():
+        p = json.loads(line)
+        lines.append(f"| {p['step']} | {p['acc_t1']:.0%} | {p['acc_t2']:.0%} | {p['delta_i_to_c']:.0%} | "
+                     f"{p['delta_c_to_i']:.0%} | {p['vacuous_check_rate']:.0%} |")
     return lines
 
 
@@ -72,6 +100,7 @@ def main() -> None:
     recipe = (f"`{config.model.name}`, `{config.env.name}` {config.env.kwargs}, {tr.steps} steps of "
               f"{tr.tasks_per_step} tasks × {tr.num_generations} generations at temperature {agent.temperature} "
               f"(SCoRe Stage I for the first {tr.stage1_steps} steps, β = {tr.beta}), lr {tr.learning_rate:g}, "
+              f"injected wrong first attempts in {tr.injected_errors:.0%} of the groups, "
               f"rewards {config.rewards.model_dump()}, micro-batches of {tr.micro_batch}, "
               f"{'LoRA' if config.model.lora else 'full fine-tuning'}")
     section = "\n".join([
@@ -82,6 +111,11 @@ def main() -> None:
         f"Recipe: {recipe}. Before and after: the same {config.env.eval_tasks} held-out test tasks, greedy decoding, "
         "95% intervals (Wilson for rates, Newcombe for paired differences).",
         "", *before_after(run_dir), "",
+        *(["Injected-error probe on the same tasks (each baseline run's own first-attempt code changed in one "
+           "place so that its real output is wrong; fix rate = made right by the verify step; false alarms = "
+           "right first attempts made wrong):", "", *probe_rows(run_dir), ""] if probe_rows(run_dir) else []),
+        *([f"Held-out learning curve (greedy, {config.training.curve_tasks} held-out tasks):", "",
+           *curve_rows(run_dir), ""] if curve_rows(run_dir) else []),
         "Training rollouts, per step (sampled, on training tasks; stage 1 = SCoRe Stage I):", "",
         *steps_table(run_dir), "",
     ])

@@ -1,0 +1,41 @@
+"""Evaluate a model exactly as `anchorloop demo` does for a config (held-out tasks, greedy, the config's
+agent options and probes), without training: how a prompt change or a checkpoint compares on the demo's
+own terms.
+
+    .venv/bin/python bench/eval_config.py --config configs/learning.toml --out runs/eval-base [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _common import ROOT  # noqa: F401  (puts the project on sys.path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", help="a model to evaluate instead of the config's model.name")
+    args = parser.parse_args()
+    from rich.console import Console
+
+    from agent.hf_policy import HFPolicy
+    from anchorloop.demo import evaluate_config
+    from training.config import load_config
+
+    config = load_config(args.config)
+    console = Console()
+    policy = HFPolicy.from_pretrained(args.model or config.model.name)
+    try:
+        report = evaluate_config(policy, config, args.out, console, args.model or config.model.name)
+    finally:
+        policy.close()
+    console.print(report.table())
+    if report.probes:
+        console.print(report.probe_table())
+
+
+if __name__ == "__main__":
+    main()
