@@ -35,6 +35,7 @@ from agent.prompts import (
 from agent.protocols import ToolCall, get_protocol
 from agent.sync import run_sync
 from tools import Tool, ToolResult
+from tools.base import safe_text
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.7)
 
@@ -108,7 +109,7 @@ def build_agent(
     # -- nodes --------------------------------------------------------------------------------------
 
     async def start(state: AgentState) -> dict:
-        question = state["question"]
+        question = safe_text(state["question"])
         # budgets and attempts are per question, also for a follow-up in a persisted conversation
         fresh = {"attempts": [], "stop_reason": "", "action": {}, "turns": 0, "tool_calls": 0}
         if state.get("prompt_ids"):
@@ -149,16 +150,17 @@ def build_agent(
         started = time.perf_counter()
         ids = state["prompt_ids"] + state.get("completion_ids", [])
         turn = await policy.generate(ids, sampling, on_text=_token_streamer(config))
+        text = safe_text(turn.text)  # the ids are the model's; its text may come from a server, surrogates and all
         at = len(state.get("completion_ids", []))
         span = {"start": at, "end": at + len(turn.token_ids), "attempt": len(state.get("attempts", []))}
-        action = proto.parse(turn.text)
+        action = proto.parse(text)
         if turn.finish_reason == "length" and not action.tool_calls and action.final_answer is None:
             action.error = (f"Your reply was cut off after {len(turn.token_ids)} tokens. Be brief: "
                             "one tool call, or 'Final answer: ...'.")
         return {
             "completion_ids": turn.token_ids, "env_mask": [1] * len(turn.token_ids),
             "logprobs": turn.logprobs,
-            "messages": [{"role": "assistant", "content": turn.text}], "turn_spans": [span],
+            "messages": [{"role": "assistant", "content": text}], "turn_spans": [span],
             "action": asdict(action), "turns": state.get("turns", 0) + 1,
             "last_closed_turn": fmt.closes_turn(turn.token_ids),
             "generate_s": state.get("generate_s", 0.0) + time.perf_counter() - started,

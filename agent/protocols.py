@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.base import safe_text
+
 FINAL_ANSWER = re.compile(r"final answer\s*[:：]\s*(.*)", re.IGNORECASE)
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
@@ -152,7 +154,7 @@ def _parse_call_json(body: str) -> tuple[ToolCall | None, str | None]:
             return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
     if not isinstance(arguments, dict):
         return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
-    return ToolCall(name, arguments), None
+    return ToolCall(safe_text(name), safe_text(arguments)), None  # JSON may spell lone surrogates
 
 
 _CALL_SHAPE = 'Write it as <tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>.'

@@ -55,7 +55,8 @@ class ScriptedPolicy:
             text = self.replies(prompt_ids)
         else:
             text = self.replies.pop(0) if self.replies else "Final answer: 0"
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # a server may send text holding lone surrogates beside the ids it sampled: tokenize a valid copy
+        ids = self.tokenizer(text.encode("utf-8", "replace").decode(), add_special_tokens=False)["input_ids"]
         reason = "stop"
         if self.close_turn and not any(s in text for s in sampling.stop):
             ids = ids + [self.tokenizer.convert_tokens_to_ids("<|im_end|>")]

@@ -22,6 +22,24 @@ MAX_CONTENT_CHARS = 4000
 TRUNCATION_MARKER = "\n…[truncated {n} characters]"
 
 
+def safe_text(value: Any) -> Any:
+    """``value`` with every string in it (dict keys too) valid Unicode. Text from a model, a tool or a
+    server may hold lone surrogates (JSON's ``"\\ud83d"``, a server's half of an emoji), which no
+    tokenizer and no UTF-8 file accepts; each becomes U+FFFD, and a split surrogate pair its character.
+    Applied once, where such text enters: tool results, model turns, parsed tool calls, questions."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        return {safe_text(k): safe_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_text(v) for v in value]
+    return value
+
+
 def cap_text(text: str, limit: int = MAX_CONTENT_CHARS) -> str:
     """Cut ``text`` to ``limit`` characters, saying how much was dropped."""
     if len(text) <= limit:
@@ -37,7 +55,7 @@ class ToolResult(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def model_post_init(self, __context: Any) -> None:
-        self.content = cap_text(self.content)
+        self.content = cap_text(safe_text(self.content))
 
 
 class NoArgs(BaseModel):

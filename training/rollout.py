@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envs import Env, Task
+from tools.base import safe_text
 from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ async def run_one(agent: Any, env: Env, task: Task, *, group: int = 0,
                   first_attempt: dict | None = None) -> Trajectory:
     """One agent run on ``task``, scored; ``first_attempt`` starts it at the verify step (see ``build_agent``)."""
     started = time.perf_counter()
-    labels = {"task_id": task.id, "env": env.name, "question": task.question, "group": group}
+    labels = {"task_id": task.id, "env": env.name, "question": safe_text(task.question), "group": group}
     inputs = {"question": task.question} | ({"first_attempt": first_attempt} if first_attempt else {})
     try:
         state = await agent.ainvoke(inputs)

@@ -1,5 +1,6 @@
 import asyncio
 import copy
+import json
 import random
 import re
 import string
@@ -159,3 +160,23 @@ def test_fuzz_1000_malformed_completions_through_the_graph_never_crash(scripted)
     assert all(s["stop_reason"] in {"answered", "verified", "max_turns"} for s in states)
     assert all(len(s["completion_ids"]) == len(s["env_mask"]) == len(s["logprobs"]) for s in states)
     assert sum(s["parse_errors"] for s in states) > 500  # the garbage really was garbage
+
+
+@tool
+def echo(text: str) -> str:
+    """Say the text back."""
+    return text
+
+
+def test_lone_surrogates_from_the_model_and_tools_leave_a_valid_run(scripted):
+    """Raw surrogates in the model's text (a server's), escaped ones in its JSON, and ones a tool returns."""
+    replies = ['<tool_call>{"name": "\ud83d", "arguments": {}}</tool_call>',
+               '<tool_call>{"name": "echo", "arguments": {"text": "x\\ud83d"}}</tool_call>',
+               '<tool_call>{"name": "echo\\udca5", "arguments": {}}</tool_call>', "Final answer: \ud83d"]
+    policy = scripted(replies)
+    state = run(build_agent(policy, [echo], protocol="json", exemplars=[], self_correct=False))
+    observations = [m["content"] for m in state["messages"] if m["role"] == "tool"]
+    assert observations[0].startswith("Unknown tool '\ufffd'") and observations[1] == "x\ufffd"
+    assert "Unknown tool 'echo\ufffd'" in observations[2]
+    assert state["attempts"][0]["answer"] == "\ufffd"
+    json.dumps(state["messages"], ensure_ascii=False).encode("utf-8")  # raises on any surrogate left

@@ -254,3 +254,14 @@ def test_a_subclass_without_an_args_schema_takes_no_arguments():
         "properties": {},
         "additionalProperties": False,
     }
+
+
+def test_lone_surrogates_in_tool_output_become_replacement_characters():
+    @tool
+    def emit(kind: str) -> str:
+        """Emit broken text."""
+        return {"lone": "a\ud83d", "pair": "\ud83d\udca5"}[kind]
+
+    assert call(emit, {"kind": "lone"}).content == "a\ufffd"
+    assert call(emit, {"kind": "pair"}).content == "\U0001f4a5"  # a split pair is rejoined, not lost
+    assert ToolResult(content="\udca5").content.encode("utf-8") == "\ufffd".encode()

@@ -129,3 +129,16 @@ def test_a_given_first_attempt_starts_the_run_at_the_verify_step(scripted):
     assert [s.attempt for s in traj.turn_spans] == [1] and sum(traj.attempt_mask(0)) == 0
     assert traj.env_mask == [1] * len(traj.completion_ids)  # the given attempt lies in the prompt, not sampled
     assert [m.get("injected", False) for m in traj.messages] == [False, True, True, True, False, False]
+
+
+def test_a_question_and_replies_with_lone_surrogates_save_and_reload(scripted, tmp_path):
+    class Broken(EchoEnv):
+        def tasks(self, split="test", n=None, seed=0):
+            return [Task(id="s", question="what is \ud83d?", reference="1")]
+
+    env = Broken()
+    agent = build_agent(scripted(lambda ids: "Final answer: 1\udca5"), env.tools(), protocol="json", exemplars=[],
+                        self_correct=False)
+    trajectories = asyncio.run(rollout(agent, env, env.tasks()))
+    assert trajectories[0].question == "what is \ufffd?" and trajectories[0].attempts[0].answer == "1\ufffd"
+    assert load_jsonl(save_jsonl(trajectories, tmp_path / "t.jsonl")) == trajectories
