@@ -66,7 +66,10 @@ def wilson(successes: int, n: int, z: float = 1.96) -> Rate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Rate(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half), n=n)
+    # at 0 or n successes the bound is exactly 0 or 1 (the formula leaves a rounding hair, e.g. 7e-18)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Rate(value=p, low=low, high=high, n=n)
 
 
 def paired_difference(first: Sequence[bool], last: Sequence[bool], z: float = 1.96) -> DiffRate:

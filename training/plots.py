@@ -110,7 +110,8 @@ def attempt_bars(groups: Sequence[tuple[str, dict[str, tuple[float, float, float
         xs = [g + (b - (len(names) - 1) / 2) * width for g in range(len(groups))]
         stats = [bars.get(name, (math.nan, math.nan, math.nan)) for _, bars in groups]
         values = [v for v, _, _ in stats]
-        errors = [[v - lo for v, lo, _ in stats], [hi - v for v, _, hi in stats]]
+        # rounding can put a bound a hair past its value (Wilson's low end at a rate of 0)
+        errors = [[max(v - lo, 0.0) for v, lo, _ in stats], [max(hi - v, 0.0) for v, _, hi in stats]]
         ax.bar(xs, values, width, yerr=errors, capsize=3, color=colour, label=name)
     ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8, rotation=15)
     ax.set_ylim(0, 1.05)

@@ -119,3 +119,16 @@ def test_metrics_by_env_adds_all_only_for_several_envs():
 def test_summary_line_reports_both_attempts():
     line = summary_line("arith", compute_metrics([traj(0, 1), traj(1, 1)]))
     assert "Acc@t1 50.0%" in line and "Acc@t2 100.0%" in line and "Δ +50.0" in line
+
+
+def test_wilson_bounds_are_exact_at_none_and_all():
+    assert wilson(0, 44).low == 0.0 and wilson(44, 44).high == 1.0
+
+
+def test_attempt_bars_draw_a_rate_of_zero():
+    from training.plots import attempt_bars
+
+    zero, some = wilson(0, 44), wilson(3, 44)
+    png = attempt_bars([("probe", {"Acc@t1": (zero.value, zero.low, zero.high),
+                                   "Acc@t2": (some.value, some.low, some.high)})])
+    assert png.startswith(b"\x89PNG")
