@@ -35,7 +35,7 @@ from agent.prompts import (
 from agent.protocols import ToolCall, get_protocol
 from agent.sync import run_sync
 from tools import Tool, ToolResult
-from tools.base import safe_text
+from tools.base import call_tool, safe_text
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.7)
 
@@ -248,11 +248,7 @@ async def _call(tools: dict[str, Tool], call: ToolCall, timeout_s: float) -> Too
     if tool is None:
         return ToolResult(content=f"Unknown tool '{call.name}'. Available tools: {', '.join(tools)}.",
                           error=True)
-    try:
-        return await asyncio.wait_for(tool.acall(call.arguments), timeout_s)
-    except TimeoutError:
-        return ToolResult(content=f"Tool '{call.name}' took longer than {timeout_s:.0f} s and was stopped.",
-                          error=True)
+    return await call_tool(tool, call.arguments, timeout_s=timeout_s)
 
 
 async def _over_budget(limit: int) -> ToolResult:

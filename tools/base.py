@@ -9,8 +9,11 @@ message the model can act on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONTENT_CHARS = 4000
 TRUNCATION_MARKER = "\n…[truncated {n} characters]"
+MAX_TOOL_THREADS = 256  # sync tool calls running at once, hung ones included
 
 
 def safe_text(value: Any) -> Any:
@@ -94,20 +98,11 @@ class Tool:
             parsed = self.args_schema.model_validate(args)
         except ValidationError as exc:
             return ToolResult(content=_describe_validation_error(self, exc), error=True)
-        try:
-            result = await self.arun(parsed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a tool never raises into the agent
-            log.debug("tool %s failed", self.name, exc_info=True)
-            return ToolResult(content=f"Tool '{self.name}' failed: {type(exc).__name__}: {exc}", error=True)
-        if isinstance(result, ToolResult):
-            return result
-        return ToolResult(content=_to_text(result))
+        return await _result_of(self.name, lambda: self.arun(parsed))
 
     async def arun(self, args: BaseModel) -> Any:
-        """Async body. The default runs the sync ``run`` in a worker thread."""
-        return await asyncio.to_thread(self.run, args)
+        """Async body. The default runs the sync ``run`` in a thread of its own (``in_own_thread``)."""
+        return await in_own_thread(self.run, args)
 
     def run(self, args: BaseModel) -> Any:
         raise NotImplementedError(f"Tool '{self.name}' implements neither run() nor arun().")
@@ -116,12 +111,95 @@ class Tool:
         return f"<Tool {self.name}>"
 
 
+async def call_tool(tool: Tool, args: Any, *, timeout_s: float) -> ToolResult:
+    """``tool.acall(args)`` held to the contract whatever the tool does: an exception (a subclass may
+    override ``acall``) or a value that is no ``ToolResult`` becomes a result, and at ``timeout_s`` the
+    call is given up with a time-out error. Given up, not waited for: a tool that swallows its
+    cancellation would otherwise hold the run past its deadline."""
+    task = asyncio.ensure_future(_result_of(tool.name, lambda: tool.acall(args)))
+    try:
+        await asyncio.wait({task}, timeout=timeout_s)
+    finally:
+        if not task.done():
+            task.cancel()
+            _GIVEN_UP.add(task)  # the loop keeps only weak references; let it finish in peace
+            task.add_done_callback(_GIVEN_UP.discard)
+    if task.done() and not task.cancelled():
+        return task.result()
+    return ToolResult(content=f"Tool '{tool.name}' took longer than {timeout_s:g} s and was stopped.", error=True)
+
+
+_GIVEN_UP: set[asyncio.Future] = set()
+
+
+async def _result_of(name: str, start: Callable[[], Awaitable[Any]]) -> ToolResult:
+    """What running a tool's code gives, as a result: its value as text, or its exception as an error."""
+    try:
+        value = await start()
+        return value if isinstance(value, ToolResult) else ToolResult(content=_to_text(value))
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # a tool never raises into the agent, not even SystemExit from its code
+        log.debug("tool %s failed", name, exc_info=True)
+        return ToolResult(content=f"Tool '{name}' failed: {describe_exception(exc)}", error=True)
+
+
+_THREAD_SLOTS = threading.BoundedSemaphore(MAX_TOOL_THREADS)
+
+
+async def in_own_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a daemon thread of its own. Not in the loop's default executor: a call
+    that hangs past its time-out keeps its thread, and a few of those would fill that small shared pool
+    and stall every later tool call and scorer in it (and the loop's shutdown, which joins the pool)."""
+    if not _THREAD_SLOTS.acquire(blocking=False):
+        raise RuntimeError(f"{MAX_TOOL_THREADS} tool calls are still running in threads (hung ones?); "
+                           "this one was not started")
+    loop = asyncio.get_running_loop()
+    outcome = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if outcome.done():  # the caller gave up on it
+            return
+        if error is None:
+            outcome.set_result(value)
+        else:
+            outcome.set_exception(error)
+
+    def work() -> None:
+        value, error = None, None
+        try:
+            value = context.run(fn, *args, **kwargs)
+        except BaseException as exc:  # handed to the awaiting call, which makes it an error result
+            error = exc
+        finally:
+            _THREAD_SLOTS.release()
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits for this call any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=work, name="tool-call", daemon=True).start()
+    return await outcome
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of an exception, also of one whose ``__str__`` raises."""
+    try:
+        message = str(exc)
+    except BaseException:  # a hostile __str__ must not turn a reported failure into a crash
+        message = "(its message cannot be shown)"
+    return safe_text(f"{type(exc).__name__}: {message}")
+
+
 def _to_text(value: Any) -> str:
+    """A tool's return value as the text the model sees; a value that cannot be shown says so."""
     if isinstance(value, str):
         return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return repr(value) if not isinstance(value, (int, float, bool)) else str(value)
+    try:
+        if isinstance(value, BaseModel):
+            return value.model_dump_json()
+        return str(value) if isinstance(value, (int, float, bool)) else repr(value)
+    except Exception as exc:  # e.g. an int past Python's 4300-digit limit, or a __repr__ that raises
+        return f"(a {type(value).__name__} that cannot be shown as text: {describe_exception(exc)})"
 
 
 def _describe_validation_error(tool: Tool, exc: ValidationError) -> str:
@@ -158,7 +236,7 @@ class FunctionTool(Tool):
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         if self._is_async:
             return await self.fn(**kwargs)
-        return await asyncio.to_thread(self.fn, **kwargs)
+        return await in_own_thread(self.fn, **kwargs)
 
 
 def tool(

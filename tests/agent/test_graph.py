@@ -4,11 +4,12 @@ import json
 import random
 import re
 import string
+import time
 
 import pytest
 
 from agent import build_agent
-from tools import tool
+from tools import Tool, tool
 
 
 @tool
@@ -180,3 +181,37 @@ def test_lone_surrogates_from_the_model_and_tools_leave_a_valid_run(scripted):
     assert "Unknown tool 'echo\ufffd'" in observations[2]
     assert state["attempts"][0]["answer"] == "\ufffd"
     json.dumps(state["messages"], ensure_ascii=False).encode("utf-8")  # raises on any surrogate left
+
+
+class Quitter(Tool):
+    """A tool that breaks the contract itself: its acall raises SystemExit."""
+
+    name = "quit"
+    description = "Quit."
+
+    async def acall(self, args):
+        raise SystemExit(1)
+
+
+@tool
+async def stubborn() -> str:
+    """Swallow cancellation and keep going."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        await asyncio.sleep(1.5)
+    return "late"
+
+
+def test_tools_that_break_the_contract_become_error_observations_at_the_deadline(scripted):
+    replies = ['<tool_call>{"name": "quit", "arguments": {}}</tool_call>',
+               '<tool_call>{"name": "stubborn", "arguments": {}}</tool_call>', "Final answer: 1"]
+    agent = build_agent(scripted(replies), [Quitter(), stubborn], protocol="json", exemplars=[],
+                        self_correct=False, tool_timeout_s=0.2)
+    started = time.perf_counter()
+    state = run(agent)
+    assert time.perf_counter() - started < 1.2  # the stubborn call was given up at its deadline, not awaited
+    quit_obs, stubborn_obs = (m["content"] for m in state["messages"] if m["role"] == "tool")
+    assert quit_obs == "Tool 'quit' failed: SystemExit: 1"
+    assert stubborn_obs == "Tool 'stubborn' took longer than 0.2 s and was stopped."
+    assert state["tool_errors"] == 2 and state["stop_reason"] == "answered"

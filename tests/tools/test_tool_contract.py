@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Annotated, Literal
 
 import pytest
@@ -265,3 +266,66 @@ def test_lone_surrogates_in_tool_output_become_replacement_characters():
     assert call(emit, {"kind": "lone"}).content == "a\ufffd"
     assert call(emit, {"kind": "pair"}).content == "\U0001f4a5"  # a split pair is rejoined, not lost
     assert ToolResult(content="\udca5").content.encode("utf-8") == "\ufffd".encode()
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()])
+def test_base_exceptions_inside_a_tool_become_error_results(exc):
+    def body() -> str:
+        """Quit."""
+        raise exc
+
+    async def abody() -> str:
+        """Quit."""
+        raise exc
+
+    for quitter in (tool(body), tool(abody)):
+        result = call(quitter, {})
+        assert result.error and f"failed: {type(exc).__name__}" in result.content
+
+
+class Unshowable:
+    def __repr__(self):
+        raise ValueError("no repr for you")
+
+
+class Unspeakable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message either")
+
+
+def test_values_and_exceptions_that_cannot_be_shown_still_become_results():
+    @tool
+    def hostile(kind: str) -> object:
+        """Return or raise something unshowable."""
+        if kind == "error":
+            raise Unspeakable()
+        return {"huge": 10**5000, "repr": Unshowable()}[kind]
+
+    huge, unshowable, error = (call(hostile, {"kind": k}) for k in ("huge", "repr", "error"))
+    assert "int that cannot be shown" in huge.content and "4300" in huge.content
+    assert "Unshowable that cannot be shown" in unshowable.content and "no repr for you" in unshowable.content
+    assert error.error and "Unspeakable: (its message cannot be shown)" in error.content
+
+
+def test_hung_sync_calls_time_out_without_holding_the_loops_executor():
+    """More hung calls than the default executor has threads: later calls, a scorer using the
+    executor, and the loop's shutdown (which joins that executor) are not held up by them."""
+    from tools.base import call_tool
+
+    @tool
+    def hang() -> str:
+        """Sleep long."""
+        time.sleep(3)
+        return "late"
+
+    async def main():
+        hung = [call_tool(hang, {}, timeout_s=0.2) for _ in range(40)]
+        quick = call_tool(word_count, {"text": "a b"}, timeout_s=1.0)
+        results = await asyncio.gather(*hung, quick, asyncio.to_thread(lambda: "scored"))
+        return results
+
+    started = time.perf_counter()
+    *timed_out, counted, scored = asyncio.run(main())
+    assert time.perf_counter() - started < 2.0
+    assert all(r.error and "took longer than 0.2 s" in r.content for r in timed_out)
+    assert counted.content == "2" and scored == "scored"
