@@ -3,7 +3,8 @@
 ``json``: Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
 ``code``: CodeAct-style fenced ```python blocks, run by the ``python`` tool.
 Both mark the final answer with a line ``Final answer: ...``. Parsing never raises: text that is
-neither a call nor an answer becomes an ``Action`` with an ``error`` the model is shown.
+neither a call nor an answer becomes an ``Action`` with an ``error`` the model is shown. Nor does it
+take long: the patterns are linear in the reply's length, also on long runs of whitespace.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from tools.base import safe_text
 
 FINAL_ANSWER = re.compile(r"final answer\s*[:：]\s*(.*)", re.IGNORECASE)
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+# The body is stripped in code: ``\s*(.*?)\s*`` backtracks quadratically over a long run of spaces.
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+MAX_CALL_DEPTH = 32  # nesting levels of a tool call's JSON; deeper ones are refused before anything recurses
 _CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
@@ -137,10 +140,9 @@ _NOTHING_FOUND = (
 
 
 def _parse_call_json(body: str) -> tuple[ToolCall | None, str | None]:
-    try:
-        data, _ = json.JSONDecoder().raw_decode(body.strip())
-    except json.JSONDecodeError as exc:
-        return None, f"Your tool call is not valid JSON ({exc.msg} at position {exc.pos}). " + _CALL_SHAPE
+    data, problem = _decode_json(body.strip(), prefix_only=True)
+    if problem:
+        return None, f"Your tool call {problem}. " + _CALL_SHAPE
     if not isinstance(data, dict):
         return None, "Your tool call must be a JSON object. " + _CALL_SHAPE
     name = data.get("name")
@@ -148,16 +150,45 @@ def _parse_call_json(body: str) -> tuple[ToolCall | None, str | None]:
     if not isinstance(name, str) or not name:
         return None, 'Your tool call has no "name". ' + _CALL_SHAPE
     if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
+        arguments, problem = _decode_json(arguments, prefix_only=False)
+        if problem:
+            return None, f'Your "arguments" string {problem}; "arguments" must be a JSON object. ' + _CALL_SHAPE
     if not isinstance(arguments, dict):
         return None, '"arguments" must be a JSON object. ' + _CALL_SHAPE
     return ToolCall(safe_text(name), safe_text(arguments)), None  # JSON may spell lone surrogates
 
 
 _CALL_SHAPE = 'Write it as <tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>.'
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _decode_json(text: str, *, prefix_only: bool) -> tuple[Any, str | None]:
+    """The JSON value ``text`` holds (at its start, for ``prefix_only``), or what is wrong with it, in
+    words that continue "Your tool call ..."."""
+    try:
+        value = _DECODER.raw_decode(text)[0] if prefix_only else _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
+    except RecursionError:
+        return None, f"is not valid JSON here: it nests deeper than {MAX_CALL_DEPTH} levels"
+    except ValueError:  # an integer past Python's 4300-digit limit for reading numbers
+        return None, "has a number too long to read"
+    if _depth(value) > MAX_CALL_DEPTH:
+        return None, f"is not valid JSON here: it nests deeper than {MAX_CALL_DEPTH} levels"
+    return value, None
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value``, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            pending.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _describe(schema: dict) -> str:
