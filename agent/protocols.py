@@ -161,7 +161,17 @@ def _parse_call_json(body: str) -> tuple[ToolCall | None, str | None]:
 _CALL_SHAPE = 'Write it as <tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>.'
 
 
-_DECODER = json.JSONDecoder()
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJsonConstant(name)
+
+
+# Python's json reads NaN and Infinity, which JSON does not have; as tool arguments they would break
+# tools and the trajectory's JSON record alike.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _decode_json(text: str, *, prefix_only: bool) -> tuple[Any, str | None]:
@@ -169,6 +179,8 @@ def _decode_json(text: str, *, prefix_only: bool) -> tuple[Any, str | None]:
     words that continue "Your tool call ..."."""
     try:
         value = _DECODER.raw_decode(text)[0] if prefix_only else _DECODER.decode(text)
+    except _NotJsonConstant as exc:
+        return None, f"uses {exc}, which is not JSON: write numbers as decimals, or as strings"
     except json.JSONDecodeError as exc:
         return None, f"is not valid JSON ({exc.msg} at position {exc.pos})"
     except RecursionError:

@@ -45,3 +45,12 @@ def test_long_whitespace_inside_a_call_is_read_in_linear_time(protocol):
     action = protocol.parse("<tool_call>x" + " " * 200_000 + "y</tool_call>")
     assert time.perf_counter() - started < 1.0
     assert "not valid JSON" in action.error
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("quoted", [False, True])  # in the arguments object, or in arguments given as a string
+def test_nan_and_infinity_are_refused_as_not_json(protocol, constant, quoted):
+    arguments = '{"a": ' + constant + ', "b": 1}'
+    action = protocol.parse(call('"' + arguments.replace('"', '\\"') + '"' if quoted else arguments))
+    assert not action.tool_calls
+    assert f"uses {constant}, which is not JSON" in action.error
