@@ -88,9 +88,9 @@ class RunRecorder(TrainerCallback):
 
     def on_batch(self, trajectories: list[Trajectory], seconds: float) -> None:
         step, stage = self.trainer.state.global_step, getattr(self.trainer, "stage", 2)
-        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage), "stage": stage}
-        if self._main:
+        if self._main:  # first: a row that cannot be saved is written as a failed run, and the step goes on
             save_jsonl(trajectories, self.run_dir / "trajectories" / f"step_{step:05d}.jsonl")
+        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage), "stage": stage}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.heldout is not None and self.eval_every and state.global_step == 0:

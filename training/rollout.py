@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envs import Env, Task
-from tools.base import safe_text
+from tools.base import describe_exception, safe_text
 from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,18 @@ async def run_one(agent: Any, env: Env, task: Task, *, group: int = 0,
     except Exception as exc:  # one broken run must not take the batch down
         log.warning("rollout of task %s failed: %s", task.id, exc, exc_info=True)
         return Trajectory.failed(**labels, error=exc, total_s=time.perf_counter() - started)
-    scores = [await _safe_score(env, task, a["answer"]) for a in state.get("attempts", [])]
-    return Trajectory.from_state(state, **labels, scores=scores, total_s=time.perf_counter() - started)
+    try:
+        scores = [await _score(env, task, a["answer"]) for a in state.get("attempts", [])]
+        traj = Trajectory.from_state(state, **labels, scores=scores, total_s=time.perf_counter() - started)
+        traj.jsonl_line()  # a record that cannot be saved would stop the training step that writes it
+    except Exception as exc:  # a score of 0 would be a false reward; the run failed, and says why
+        log.warning("run of task %s is recorded as failed: %s", task.id, exc, exc_info=True)
+        return Trajectory.failed(**labels, error=exc, total_s=time.perf_counter() - started)
+    return traj
 
 
-async def _safe_score(env: Env, task: Task, answer: str) -> float:
+async def _score(env: Env, task: Task, answer: str) -> float:
     try:
         return float(await env.ascore(task, answer))
-    except Exception:
-        log.warning("scoring task %s raised; counted as 0", task.id, exc_info=True)
-        return 0.0
+    except Exception as exc:
+        raise RuntimeError(f"scoring the answer {answer[:80]!r} raised {describe_exception(exc)}") from exc

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from tools.base import describe_exception, safe_text
+
+log = logging.getLogger(__name__)
 
 CORRECT = 0.5  # a score at or above this counts as a right answer, everywhere
 
@@ -89,10 +94,30 @@ class Trajectory(BaseModel):
     @classmethod
     def failed(cls, *, task_id: str, env: str, question: str, group: int, error: BaseException,
                total_s: float) -> Trajectory:
-        """A run that raised: no tokens, the error as its stop reason."""
-        return cls(task_id=task_id, env=env, question=question, prompt_ids=[], completion_ids=[], env_mask=[],
-                   logprobs=[], group=group, stop_reason=f"error: {type(error).__name__}: {error}",
-                   timings=Timings(total_s=total_s))
+        """A run that raised, or whose record could not be kept: no tokens, the error as its stop reason."""
+        return cls(task_id=safe_text(task_id), env=safe_text(env), question=safe_text(question), prompt_ids=[],
+                   completion_ids=[], env_mask=[], logprobs=[], group=group,
+                   stop_reason=f"error: {describe_exception(error)}", timings=Timings(total_s=total_s))
+
+    def failed_copy(self, error: BaseException) -> Trajectory:
+        """This run, recorded as failed with ``error`` as its cause."""
+        return Trajectory.failed(task_id=self.task_id, env=self.env, question=self.question, group=self.group,
+                                 error=error, total_s=self.timings.total_s)
+
+    def jsonl_line(self, labels: Mapping[str, Any] | None = None) -> str:
+        """The record as one line of strict JSON (UTF-8, no NaN), ``labels`` first; a ValueError says why a
+        record cannot be one, or would not read back as this same trajectory."""
+        try:
+            record = {**(labels or {}), **self.model_dump(mode="json")}
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            line.encode("utf-8")
+            same = Trajectory.model_validate(json.loads(line)) == self
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"the trajectory of task {self.task_id!r} cannot be saved: "
+                             f"{describe_exception(exc)}") from exc
+        if not same:  # e.g. an infinity the JSON dump turned into null
+            raise ValueError(f"the trajectory of task {self.task_id!r} does not read back as itself once saved")
+        return line
 
     def attempt_mask(self, attempt: int) -> list[int]:
         """1 on the model tokens of the turns serving ``attempt`` (0: up to and including the first
@@ -126,14 +151,20 @@ class Trajectory(BaseModel):
 
 def save_jsonl(trajectories: Iterable[Trajectory], path: str | Path, *,
                labels: Iterable[Mapping[str, Any]] | None = None) -> Path:
-    """One trajectory per line; ``labels`` (one mapping per trajectory) adds keys such as ``config``."""
+    """One trajectory per line; ``labels`` (one mapping per trajectory) adds keys such as ``config``. A
+    trajectory that cannot be saved is written as a failed run naming the cause, and the rest are kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = iter(labels) if labels is not None else None
     with path.open("w", encoding="utf-8") as fh:
         for traj in trajectories:
-            record = {**(next(extra) if extra is not None else {}), **traj.model_dump(mode="json")}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            label = next(extra) if extra is not None else {}
+            try:
+                line = traj.jsonl_line(label)
+            except ValueError as exc:
+                log.warning("%s: recorded as a failed run: %s", path, exc)
+                line = traj.failed_copy(exc).jsonl_line(label)
+            fh.write(line + "\n")
     return path
 
 

@@ -142,3 +142,36 @@ def test_a_question_and_replies_with_lone_surrogates_save_and_reload(scripted, t
     trajectories = asyncio.run(rollout(agent, env, env.tasks()))
     assert trajectories[0].question == "what is \ufffd?" and trajectories[0].attempts[0].answer == "1\ufffd"
     assert load_jsonl(save_jsonl(trajectories, tmp_path / "t.jsonl")) == trajectories
+
+
+def test_a_run_that_cannot_be_scored_or_saved_is_a_failed_run_naming_the_cause(scripted):
+    class Fussy(EchoEnv):
+        def score(self, task, answer):
+            if task.id == "t0":
+                raise KeyError("no reference")
+            return float("nan") if task.id == "t1" else 1.0
+
+    env = Fussy()
+    agent = build_agent(scripted(lambda ids: "Final answer: 1"), env.tools(), protocol="json", exemplars=[],
+                        self_correct=False)
+    unscored, unsaveable, fine = asyncio.run(rollout(agent, env, env.tasks(n=3)))
+    assert unscored.stop_reason == "error: RuntimeError: scoring the answer '1' raised KeyError: 'no reference'"
+    assert unsaveable.stop_reason.startswith("error: ValueError: the trajectory of task 't1' cannot be saved")
+    assert (unscored.completion_ids, unsaveable.attempts) == ([], [])  # no loss and no reward from either
+    assert fine.attempts[0].score == 1.0 and fine.stop_reason == "answered"
+
+
+def test_save_jsonl_writes_an_unsaveable_row_as_a_failed_run_and_keeps_the_rest(tmp_path):
+    from training.trajectory import Trajectory
+
+    def row(task_id, **kw):
+        fields = {"prompt_ids": [1], "completion_ids": [2], "env_mask": [1], "logprobs": [-0.5]} | kw
+        return Trajectory(task_id=task_id, **fields)
+
+    rows = [row("nan", logprobs=[float("nan")]), row("inf", messages=[{"role": "tool", "x": float("inf")}]),
+            row("object", messages=[{"role": "tool", "content": object()}]), row("ok")]
+    nan, inf, obj, ok = load_jsonl(save_jsonl(rows, tmp_path / "t.jsonl"))
+    assert "cannot be saved" in nan.stop_reason and "Out of range float" in nan.stop_reason
+    assert inf.stop_reason == "error: ValueError: the trajectory of task 'inf' does not read back as itself once saved"
+    assert "cannot be saved" in obj.stop_reason and obj.completion_ids == []
+    assert ok == rows[3]
