@@ -20,9 +20,7 @@ def evaluate_config(policy: Any, config: TrainConfig, out: Path, console: Consol
 
     env = get_env(config.env.name, **config.env.kwargs)
     report = evaluate(policy, [env], n=config.env.eval_tasks, split="test", seed=config.env.seed, console=console,
-                      model=label, protocol=config.agent.protocol, max_turns=config.agent.max_turns,
-                      max_tool_calls=config.agent.max_tool_calls, self_correct=config.agent.self_correct,
-                      probes=config.env.probes,
+                      model=label, probes=config.env.probes, **config.agent.build_options(),
                       sampling=SamplingParams(temperature=0.0, max_new_tokens=config.agent.max_new_tokens))
     report.save(out)
     return report

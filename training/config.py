@@ -40,6 +40,12 @@ class AgentConfig(_Section):
     self_correct: bool = True
     verify_with_tools: bool = True
 
+    def build_options(self) -> dict[str, Any]:
+        """The ``build_agent`` options this section sets (sampling is the caller's: training samples,
+        evaluation is greedy)."""
+        return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
+                "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools}
+
 
 class RewardConfig(_Section):
     """Weights of the reward terms. ``progress`` is SCoRe's alpha on (r_last - r_first)."""

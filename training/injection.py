@@ -27,6 +27,7 @@ from typing import Any
 from envs import Env, Task
 from tools import Tool
 from tools.python_exec import NO_OUTPUT
+from training.rollout import run_one
 from training.trajectory import Trajectory, is_right
 
 SWAPS = {"+": ["-", "*"], "-": ["+", "*"], "*": ["+", "-"], "/": ["*", "-"], "//": ["/", "*"], "**": ["*"],
@@ -77,6 +78,14 @@ def _number_variants(digits: str) -> list[str]:
     return out
 
 
+def python_tool_of(env: Env, needed_by: str) -> Tool:
+    """The env's ``python`` tool, which changed code is run with; an env without one cannot be used."""
+    python = next((t for t in env.tools() if t.name == "python"), None)
+    if python is None:
+        raise ValueError(f"{needed_by} changes Python code; env {env.name!r} offers no python tool.")
+    return python
+
+
 def answer_from_output(stdout: str) -> str | None:
     """The last line a program printed: what a first attempt that printed its result would answer."""
     lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
@@ -110,15 +119,11 @@ class ErrorInjector:
         self.env = env
         self.share = share
         self.rng = random.Random(seed)
-        self.python = next((t for t in env.tools() if t.name == "python"), None)
-        if share and self.python is None:
-            raise ValueError(f"training.injected_errors changes Python code; env {env.name!r} has no python tool.")
+        self.python = python_tool_of(env, "training.injected_errors") if share else None
 
     async def first_attempts(self, tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
         """task id → a wrong first attempt, for about ``share`` of the distinct tasks (those the change
         works for; the others run as usual)."""
-        from training.rollout import run_one
-
         distinct = list({t.id: t for t in tasks}.values())
         chosen = self.rng.sample(distinct, round(self.share * len(distinct)))
         own = await asyncio.gather(*[run_one(self.first_agent, self.env, t) for t in chosen])

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from envs import Env, Task
-from training.injection import first_attempt_code, wrong_attempt
+from training.injection import first_attempt_code, python_tool_of, wrong_attempt
 from training.metrics import Rate, compute_metrics, wilson
 from training.rollout import run_one
 from training.trajectory import Trajectory
@@ -43,9 +43,7 @@ class ProbeResult(BaseModel):
 async def injected_runs(agent: Any, env: Env, tasks: Sequence[Task], baseline: Sequence[Trajectory], *,
                         seed: int = 0, on_done: Any = None) -> list[Trajectory]:
     """One run per baseline run that has a first attempt to change, started from the changed attempt."""
-    python = next((t for t in env.tools() if t.name == "python"), None)
-    if python is None:
-        raise ValueError(f"The injected-errors probe changes Python code; env {env.name!r} offers no python tool.")
+    python = python_tool_of(env, "The injected-errors probe")
     by_id = {t.id: t for t in tasks}
     rng = random.Random(seed)
     jobs = []

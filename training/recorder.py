@@ -38,8 +38,8 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
                ) -> dict[str, float]:
     """The numbers one training rollout is summarized by; runs started from an injected wrong attempt
     count only towards ``injected_fix_rate``."""
-    injected = [t for t in trajectories if t.attempts and t.attempts[0].injected]
-    m = compute_metrics([t for t in trajectories if not (t.attempts and t.attempts[0].injected)])
+    injected = [t for t in trajectories if t.starts_injected]
+    m = compute_metrics([t for t in trajectories if not t.starts_injected])
     fields = reward_fields(trajectories) | {"stage": [stage] * len(trajectories)}
     totals = total_rewards(rewards, fields)
     groups: dict[str, list[float]] = {}

@@ -128,9 +128,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         peft_config = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
     sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
-    agent_options = {"protocol": cfg.agent.protocol, "max_turns": cfg.agent.max_turns,
-                     "max_tool_calls": cfg.agent.max_tool_calls, "self_correct": cfg.agent.self_correct,
-                     "verify_with_tools": cfg.agent.verify_with_tools}
+    agent_options = cfg.agent.build_options()
 
     def build(policy_model: Any) -> tuple[Any, Any]:
         policy = rollout_policy(tr, policy_model, tokenizer)
@@ -143,14 +141,17 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None)
     curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
 
+    greedy_agent: list[Any] = []  # built once, on the first curve point, for the policy the rollout uses
+
     def heldout() -> Any:
         """Greedy runs on held-out tasks with the weights as they are now."""
         policy = rollout.ready(trainer)
         if hasattr(policy, "reset_cache"):
             policy.reset_cache()
-        greedy = SamplingParams(temperature=0.0, max_new_tokens=cfg.agent.max_new_tokens)
-        agent = build_env_agent(policy, env, sampling=greedy, **agent_options)
-        return compute_metrics(asyncio.run(run_rollout(agent, env, curve_tasks)))
+        if not greedy_agent:
+            greedy = SamplingParams(temperature=0.0, max_new_tokens=cfg.agent.max_new_tokens)
+            greedy_agent.append(build_env_agent(policy, env, sampling=greedy, **agent_options))
+        return compute_metrics(asyncio.run(run_rollout(greedy_agent[0], env, curve_tasks)))
 
     trainer = SelfCorrectionGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,

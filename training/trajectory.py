@@ -129,6 +129,11 @@ class Trajectory(BaseModel):
         return mask
 
     @property
+    def starts_injected(self) -> bool:
+        """The run began from a first attempt written for the model (the injected-error probe or training)."""
+        return bool(self.attempts) and self.attempts[0].injected
+
+    @property
     def first_right(self) -> bool:
         return bool(self.attempts) and self.attempts[0].right
 
