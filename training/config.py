@@ -69,6 +69,9 @@ class TrainingConfig(_Section):
     beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
     max_grad_norm: float = 1.0
     loss_type: str = "dapo"
+    # Stage II credit: "per_attempt" credits attempt 1 with its own correctness and the verify turns with
+    # the whole reward; "trajectory" gives every token one advantage (rewards a wrong first attempt)
+    credit: Literal["per_attempt", "trajectory"] = "per_attempt"
     # share of each step's tasks whose group starts from a wrong first attempt made from the model's own
     # (training.injection): a labelled variant; SCoRe trains on natural errors only (0)
     injected_errors: float = Field(0.0, ge=0.0, le=1.0)

@@ -7,12 +7,21 @@ sampled log-probs, the ``env_mask`` that keeps inserted tokens out of the loss, 
 the ones the reward functions read (``training.rewards``) and ``first_attempt_mask``. Logging and
 saving live in ``training.recorder``.
 
-``SelfCorrectionGRPOTrainer`` adds what TRL cannot express: SCoRe's Stage I, decided in one place
-(``stage``). For the first ``stage1_steps`` steps, tokens up to the first answer get zero advantage
-(token-level advantages, which TRL supports), so only the KL term (``beta``) acts on attempt 1 and
-holds it near the reference model, while the reward (attempt 2's correctness; the progress bonus is
-off, as in SCoRe) shapes attempt 2. After that, Stage II optimizes every model token with the
-progress-bonus reward.
+``SelfCorrectionGRPOTrainer`` adds what TRL cannot express, as token-level advantages (which TRL
+supports):
+- SCoRe's Stage I, decided in one place (``stage``). For the first ``stage1_steps`` steps, tokens up to
+  the first answer get zero advantage, so only the KL term (``beta``) acts on attempt 1 and holds it
+  near the reference model, while the reward (attempt 2's correctness; the progress bonus is off, as
+  in SCoRe) shapes attempt 2.
+- Per-attempt credit in Stage II (``credit="per_attempt"``, the default). Each attempt is credited
+  with its own reward, as SCoRe's per-attempt rewards do: the tokens up to the first answer get the
+  group-normalized advantage of the reward the run would have earned had the first answer been its
+  last (the same reward functions, ``last_score`` set to ``first_score``: correctness of attempt 1,
+  no progress bonus), the verify turns that of the whole reward (correctness of the last answer plus
+  the progress bonus). One trajectory-level advantage
+  (``credit="trajectory"``) would pay a first attempt for being wrong: wrong→right (1 + α) outranks
+  right→right (1), and right→wrong (−α) ranks below wrong→wrong (0), so the policy learns to start
+  wrong. That is how the earlier lr 1e-4 runs collapsed (BENCHMARKS.md "Learning to check").
 
 TRL names we rely on that are not public API (check these on a TRL upgrade):
 - ``_generate_and_score_completions``: the one place where advantages exist before the loss; Stage I
@@ -117,10 +126,14 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with SCoRe Stage I for the first ``stage1_steps`` steps (see module docstring)."""
 
     def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
-                 **kwargs: Any) -> None:
+                 credit: str = "per_attempt", **kwargs: Any) -> None:
+        if credit not in CREDITS:
+            raise ValueError(f"credit must be one of {', '.join(CREDITS)}, not {credit!r}")
         super().__init__(*args, rollout_func=agent_rollout, **kwargs)
         self.stage1_steps = stage1_steps
         self.share_prefix = share_prefix
+        self.credit = credit
+        self._first_attempt_rewards: torch.Tensor | None = None  # per reward function, all processes' rows
 
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                            logits_to_keep: int, batch_size: int | None = None,
@@ -156,14 +169,57 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         for row in inputs:  # every key of a row reaches the reward functions
             row["stage"] = stage
         out = super()._generate_and_score_completions(inputs)
-        if stage == 1:
+        if stage == 1 or self.credit == "per_attempt":
+            advantages = out["advantages"]
             width = out["completion_ids"].shape[1]
-            first = torch.zeros(len(inputs), width, device=out["advantages"].device)
+            first = torch.zeros(len(inputs), width, device=advantages.device)
             for i, row in enumerate(inputs):
                 mask = row["first_attempt_mask"][:width]
                 first[i, : len(mask)] = torch.tensor(mask, dtype=first.dtype)
-            out["advantages"] = out["advantages"].reshape(-1, 1) * (1 - first)
+            own = torch.zeros_like(advantages) if stage == 1 else self._first_attempt_advantages(len(inputs))
+            out["advantages"] = advantages.reshape(-1, 1) * (1 - first) + own.to(advantages).reshape(-1, 1) * first
         return out
+
+    def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
+                           completion_ids_list: list[Any]) -> torch.Tensor:
+        """TRL's rewards; with per-attempt credit in Stage II, also the first attempt's own rewards: the
+        same functions on rows whose ``last_score`` is the ``first_score``."""
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.stage == 2 and self.credit == "per_attempt":
+            if "first_score" not in inputs[0]:
+                raise KeyError("per-attempt credit needs each row's first_score (AgentRollout returns it); "
+                               "set training.credit = 'trajectory' for a rollout that does not")
+            as_if_last = [row | {"last_score": row["first_score"]} for row in inputs]
+            self._first_attempt_rewards = super()._calculate_rewards(as_if_last, prompts, completions,
+                                                                     completion_ids_list)
+        return rewards
+
+    def _first_attempt_advantages(self, local_rows: int) -> torch.Tensor:
+        """Advantages of the first attempt's own reward, normalized the way TRL normalizes the whole
+        reward (over all processes' rows), then this process's slice."""
+        per_func = self._first_attempt_rewards
+        weights = self.reward_weights.to(per_func.device)
+        rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
+        advantages = group_advantages(rewards, self.num_generations, self.scale_rewards)
+        start = self.accelerator.process_index * local_rows
+        return advantages[start : start + local_rows]
+
+
+CREDITS = ("per_attempt", "trajectory")
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """GRPO's advantages: reward minus its group's mean, divided by the group's (``"group"``) or the
+    batch's (``"batch"``) standard deviation, or not divided (``"none"``). Rows of a group are adjacent."""
+    grouped = rewards.view(-1, group_size)
+    advantages = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    if scale == "group":
+        std = grouped.std(dim=1).repeat_interleave(group_size)
+    elif scale == "batch":
+        std = rewards.std().expand_as(rewards)
+    else:
+        return advantages
+    return advantages / (std + 1e-4)
 
 
 def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:

@@ -8,7 +8,7 @@ from agent.hf_policy import HFPolicy
 from agent.models import load_model
 from agent.policy import SamplingParams
 from envs import get_env
-from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
+from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, group_advantages
 from training.rollout import build_env_agent
 from training.shared_prefix import common_prefix_length, shared_prefix_logps
 from training.trajectory import Attempt, Trajectory, TurnSpan
@@ -43,15 +43,15 @@ def step_setup(tmp_path):
                             sampling=SamplingParams(max_new_tokens=12, temperature=1.0))
     rollout = Recorder(AgentRollout(lambda model: (policy, agent), env, tasks))
 
-    def make(stage1_steps=0, beta=0.0, share_prefix=True):
+    def make(stage1_steps=0, beta=0.0, share_prefix=True, credit="per_attempt", reward=varying_reward):
         args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
                           max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
                           activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
                           beta=beta, disable_tqdm=True)
-        return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[varying_reward],
+        return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward],
                                          args=args, train_dataset=env.as_dataset("train", n=2),
                                          agent_rollout=rollout, stage1_steps=stage1_steps,
-                                         share_prefix=share_prefix)
+                                         share_prefix=share_prefix, credit=credit)
 
     yield model, rollout, make
     policy.close()
@@ -178,7 +178,7 @@ def test_common_prefix_length():
 def _batch(trainer):
     dataset = trainer.train_dataset
     rows = [dataset[i] for i in range(len(dataset))]
-    return [row for row in rows for _ in range(2)]
+    return [dict(row) for row in rows for _ in range(2)]  # distinct rows, as TRL's sampler yields them
 
 
 def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
@@ -196,12 +196,67 @@ def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
     assert [row["stage"] for row in batch] == [1] * len(batch)  # reward terms see the stage
 
 
-def test_stage_two_keeps_first_attempt_advantages(step_setup):
+def test_trajectory_credit_gives_every_token_one_advantage(step_setup):
     _, rollout, make = step_setup
-    trainer = make(stage1_steps=0)
+    trainer = make(stage1_steps=0, credit="trajectory")
     batch = _batch(trainer)
     inputs = trainer._generate_and_score_completions(batch)
     assert inputs["advantages"].dim() == 1 and [row["stage"] for row in batch] == [2] * len(batch)
+
+
+def test_per_attempt_credit_pays_the_first_attempt_for_its_own_correctness(step_setup):
+    """Stage II, per-attempt credit: the tokens up to the first answer carry the group-normalized
+    advantage of the reward scored as if the first answer were the last, the rest the whole reward's."""
+    _, rollout, make = step_setup
+    trainer = make(stage1_steps=0, reward=lambda completions, last_score, **_: [float(s) for s in last_score])
+    inner = rollout.inner
+
+    def with_scores(prompts, trainer):  # group 1: right→wrong, wrong→right; group 2: wrong→right twice
+        out = inner(prompts, trainer)
+        out["first_score"], out["last_score"] = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]
+        return out
+
+    rollout.inner = with_scores
+    batch = _batch(trainer)
+    inputs = trainer._generate_and_score_completions(batch)
+    advantages = inputs["advantages"]
+    assert advantages.dim() == 2
+    masks = rollout.outputs[-1]["first_attempt_mask"]
+    expected_first = [0.7071, -0.7071, 0.0, 0.0]  # (1 − 0.5) / std([1, 0]) and its mirror; a flat group: 0
+    expected_rest = [-0.7071, 0.7071, 0.0, 0.0]  # the last answers' rewards, [0, 1] and [1, 1]
+    checked = 0
+    for row, mask in enumerate(masks):
+        width = min(len(mask), advantages.shape[1])
+        first = torch.tensor(mask[:width], dtype=torch.bool)
+        valid = inputs["completion_mask"][row, :width].bool()
+        on_first, on_rest = advantages[row, :width][first & valid], advantages[row, :width][~first & valid]
+        if len(on_first):
+            torch.testing.assert_close(on_first, torch.full_like(on_first, expected_first[row]), atol=1e-3, rtol=0)
+            checked += 1
+        if len(on_rest):
+            torch.testing.assert_close(on_rest, torch.full_like(on_rest, expected_rest[row]), atol=1e-3, rtol=0)
+    assert checked, "no row had first-attempt tokens"
+
+
+def test_group_advantages_arithmetic():
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    # group 1: mean 0.75, standard deviation 0.5; group 2 is flat: no signal
+    torch.testing.assert_close(group_advantages(rewards, 4), torch.tensor([0.5, -1.5, 0.5, 0.5, 0, 0, 0, 0]),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(group_advantages(rewards, 4, "none"), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0]))
+
+
+def test_per_attempt_credit_ranks_a_right_first_attempt_above_a_wrong_one():
+    """The four transitions in one group, SCoRe's reward with α = 1: with one trajectory advantage a wrong
+    first attempt that gets fixed scores highest (the incentive to start wrong); with per-attempt credit
+    the first attempt's own advantage is positive exactly when it was right."""
+    first = torch.tensor([1.0, 1.0, 0.0, 0.0])  # right→right, right→wrong, wrong→right, wrong→wrong
+    last = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    whole = last + (last - first)
+    trajectory = group_advantages(whole, 4)
+    assert trajectory.argmax() == 2 and trajectory[1] < trajectory[3]
+    own = group_advantages(first, 4)
+    assert torch.all(own[:2] > 0) and torch.all(own[2:] < 0)
 
 
 def test_first_attempt_mask_covers_turns_up_to_the_first_answer():
