@@ -241,8 +241,8 @@ def test_per_attempt_credit_pays_the_first_attempt_for_its_own_correctness(step_
 def test_group_advantages_arithmetic():
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
     # group 1: mean 0.75, standard deviation 0.5; group 2 is flat: no signal
-    torch.testing.assert_close(group_advantages(rewards, 4), torch.tensor([0.5, -1.5, 0.5, 0.5, 0, 0, 0, 0]),
-                               atol=1e-3, rtol=0)
+    expected = torch.tensor([0.5, -1.5, 0.5, 0.5, 0, 0, 0, 0])
+    torch.testing.assert_close(group_advantages(rewards, 4), expected, atol=1e-3, rtol=0)
     torch.testing.assert_close(group_advantages(rewards, 4, "none"), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0]))
 
 
