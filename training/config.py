@@ -54,6 +54,7 @@ class RewardConfig(_Section):
     progress: float = 1.0
     format: float = 0.0
     tool: float = 0.0
+    check: float = 0.0  # −weight for a verify step that computed nothing new (a vacuous check)
 
 
 class TrainingConfig(_Section):

@@ -16,8 +16,8 @@ supports):
 - Per-attempt credit in Stage II (``credit="per_attempt"``, the default). Each attempt is credited
   with its own reward, as SCoRe's per-attempt rewards do: the tokens up to the first answer get the
   group-normalized advantage of the reward the run would have earned had the first answer been its
-  last (the same reward functions, ``last_score`` set to ``first_score``: correctness of attempt 1,
-  no progress bonus), the verify turns that of the whole reward (correctness of the last answer plus
+  last (the same reward functions of ``first_attempt_view``: correctness of attempt 1, no progress
+  bonus, no verify step to judge), the verify turns that of the whole reward (correctness of the last answer plus
   the progress bonus). One trajectory-level advantage
   (``credit="trajectory"``) would pay a first attempt for being wrong: wrong→right (1 + α) outranks
   right→right (1), and right→wrong (−α) ranks below wrong→wrong (0), so the policy learns to start
@@ -45,6 +45,7 @@ import torch
 from trl import GRPOTrainer
 
 from envs import Env, Task
+from training.metrics import is_vacuous_check
 from training.rollout import rollout
 from training.shared_prefix import shared_prefix_logps
 from training.trajectory import Trajectory
@@ -189,7 +190,7 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
             if "first_score" not in inputs[0]:
                 raise KeyError("per-attempt credit needs each row's first_score (AgentRollout returns it); "
                                "set training.credit = 'trajectory' for a rollout that does not")
-            as_if_last = [row | {"last_score": row["first_score"]} for row in inputs]
+            as_if_last = [row | first_attempt_view(row) for row in inputs]
             self._first_attempt_rewards = super()._calculate_rewards(as_if_last, prompts, completions,
                                                                      completion_ids_list)
         return rewards
@@ -206,6 +207,12 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
 
 
 CREDITS = ("per_attempt", "trajectory")
+
+
+def first_attempt_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run as if it had stopped at its first answer: that answer is the last one, and
+    there was no verify step to judge."""
+    return {"last_score": row["first_score"], "vacuous_check": 0}
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
@@ -242,6 +249,7 @@ def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_calls": [t.tool_calls for t in trajectories],
         "tool_errors": [t.tool_errors for t in trajectories],
         "num_attempts": [len(t.attempts) for t in trajectories],
+        "vacuous_check": [int(bool(is_vacuous_check(t))) for t in trajectories],
     }
 
 

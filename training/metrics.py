@@ -105,9 +105,10 @@ def normalize_answer(text: str) -> str:
 
 
 def _call_key(message: dict) -> str:
-    """A tool call as compared for repeats: its name and arguments, code without blank lines or
-    surrounding spaces on each line."""
-    arguments = {k: "\n".join(line.strip() for line in v.splitlines() if line.strip()) if isinstance(v, str) else v
+    """A tool call as compared for repeats: its name and its arguments with all whitespace removed
+    (``print(48+63*7)`` repeats ``print(48 + 63 * 7)``; a reward that penalizes repeats must not be
+    dodged by respacing)."""
+    arguments = {k: "".join(v.split()) if isinstance(v, str) else v
                  for k, v in (message.get("arguments") or {}).items()}
     return json.dumps([message.get("name", ""), arguments], sort_keys=True, default=str)
 

@@ -1,7 +1,7 @@
 """Reward terms for self-correction, as TRL reward functions over per-trajectory fields.
 
-The rollout forwards ``first_score``, ``last_score``, ``parse_errors``, ``turns``, ``tool_calls`` and
-``tool_errors`` for every completion; TRL passes them to each function as lists. SCoRe's reward is
+The rollout forwards ``first_score``, ``last_score``, ``parse_errors``, ``turns``, ``tool_calls``,
+``tool_errors`` and ``vacuous_check`` for every completion; TRL passes them to each function as lists. SCoRe's reward is
 the last attempt's correctness plus ``alpha * (r_last - r_first)``: the bonus makes "repeat the first
 answer" worth less than fixing it, and costs a right→wrong change twice.
 """
@@ -39,8 +39,15 @@ def tool_score(completions: Sequence[Any], tool_calls: Sequence[int], tool_error
     return [(1.0 if c else 0.0) - min(1.0, e / max(c, 1)) for c, e in zip(tool_calls, tool_errors, strict=True)]
 
 
+def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], **_: Any) -> list[float]:
+    """−1 when the verify step computed nothing new (no tool call, or only the first attempt's own calls
+    again): such a check cannot catch the error it exists for (``training.metrics.is_vacuous_check``)."""
+    return [-float(v) for v in vacuous_check]
+
+
 TERMS: dict[str, Callable[..., list[float]]] = {
     "correctness": correctness, "progress": progress, "format": format_score, "tool": tool_score,
+    "check": fresh_check,
 }
 
 

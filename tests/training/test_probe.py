@@ -82,6 +82,21 @@ def test_a_check_without_a_tool_call_is_vacuous_and_a_run_without_one_is_not_cou
     assert is_vacuous_check(unverified) is None and compute_metrics([unverified]).vacuous_check_rate.n == 0
 
 
+def test_a_respaced_copy_of_the_first_code_is_still_a_repeat():
+    from training.trajectory import Trajectory
+
+    def run(check_code):
+        messages = [{"role": "user", "content": "q"},
+                    {"role": "tool", "name": "python", "arguments": {"code": "print(48 + 63 * 7)"}},
+                    {"role": "verify", "content": "check"},
+                    {"role": "tool", "name": "python", "arguments": {"code": check_code}}]
+        return Trajectory(task_id="t", prompt_ids=[], completion_ids=[], env_mask=[], logprobs=[], messages=messages)
+
+    assert is_vacuous_check(run("print(48+63*7)")) is True
+    assert is_vacuous_check(run("print(\n  48 + 63*7 )")) is True
+    assert is_vacuous_check(run("print(48 + 36 * 7)")) is False
+
+
 def test_unknown_probe_is_refused_before_anything_runs(scripted):
     with pytest.raises(ValueError, match="injected-errors"):
         evaluate(scripted(lambda ids: "x"), ["arithmetic"], n=1, probes=["typo"])
