@@ -75,10 +75,14 @@ def build_agent(
     system_hint: str = "",
     exemplars: list[Exemplar] | None = None,
     tool_timeout_s: float = 60.0,
+    code_functions: bool = True,
 ) -> Any:
     """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
 
     ``protocol``: ``"code"``, ``"json"``, or ``"auto"`` (code when a ``python`` tool is given).
+    ``code_functions``: under ``code``, the other tools are also functions the model's code can call
+    (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
+    ``<tool_call>`` tools.
     """
     tools_by_name = {t.name: t for t in tools}
     if protocol == "auto":  # code blocks when Python is among the tools, JSON tool calls otherwise
@@ -87,6 +91,9 @@ def build_agent(
     fmt = ChatFormat(policy.tokenizer)
     if proto.name == "code" and "python" not in tools_by_name:
         raise ValueError("The 'code' protocol runs fenced Python blocks and needs the 'python' tool.")
+    if proto.name == "code" and code_functions:
+        proto = _with_code_functions(proto, tools_by_name, tool_timeout_s)
+        tools = list(tools_by_name.values())
     sampling = (sampling or DEFAULT_SAMPLING).model_copy(update={"stop": proto.stop})
     verify_text = VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS
     schemas = [t.json_schema() for t in tools]
@@ -175,7 +182,7 @@ def build_agent(
             for i, c in enumerate(calls)
         ])
         shown = [{"role": "tool", "name": c.name, "arguments": c.arguments, "content": r.content,
-                  "error": r.error} for c, r in zip(calls, results)]
+                  "error": r.error, **_function_calls(r)} for c, r in zip(calls, results)]
         update = inserted(fmt.observation_messages([r.content for r in results]), state, shown)
         return update | {
             "tool_calls": state.get("tool_calls", 0) + min(len(calls), max(budget, 0)),
@@ -233,6 +240,26 @@ def build_agent(
     graph.add_edge("out_of_turns", END)
     compiled = graph.compile(checkpointer=checkpointer, name="anchorloop-agent")
     return compiled.with_config(recursion_limit=8 + 4 * max_turns)
+
+
+def _with_code_functions(proto: Any, tools_by_name: dict[str, Tool], timeout_s: float) -> Any:
+    """Make the agent's other tools functions of its Python code: ``tools_by_name["python"]`` becomes a
+    python tool whose programs can call them, and the protocol lists their signatures. A python tool
+    that cannot host functions (not ours), or no tool that can be one, leaves both as they were."""
+    python = tools_by_name["python"]
+    if not hasattr(python, "with_functions") or not hasattr(proto, "with_functions"):
+        return proto
+    hosting = python.with_functions([t for t in tools_by_name.values() if t is not python], timeout_s=timeout_s)
+    if not hosting.functions:
+        return proto
+    tools_by_name["python"] = hosting
+    return proto.with_functions(hosting.functions.signatures())
+
+
+def _function_calls(result: ToolResult) -> dict:
+    """The transcript's record of the tools a program called as functions, when it called any."""
+    calls = result.metadata.get("function_calls")
+    return {"function_calls": calls} if calls else {}
 
 
 def _token_streamer(config: RunnableConfig) -> Any:

@@ -108,7 +108,8 @@ async def exemplar_messages(
             if step.answer is not None:
                 turns.append({"role": "assistant", "content": f"Final answer: {step.answer}"})
                 continue
-            result = await by_name[step.tool].acall(step.arguments)
+            tool_name, arguments = protocol.exemplar_call(step.tool, step.arguments)
+            result = await by_name[tool_name].acall(arguments)
             if result.error:
                 log.warning("exemplar %r left out: its %s call failed: %s", ex.question, step.tool,
                             result.content[:200])

@@ -1,7 +1,8 @@
 """Action protocols: how a model writes tool calls and final answers, and how we read them back.
 
 ``json``: Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
-``code``: CodeAct-style fenced ```python blocks, run by the ``python`` tool.
+``code``: CodeAct-style fenced ```python blocks, run by the ``python`` tool; with ``with_functions``
+the other tools are functions those blocks call (``tools.code_functions``) and are described as such.
 Both mark the final answer with a line ``Final answer: ...``. Parsing never raises: text that is
 neither a call nor an answer becomes an ``Action`` with an ``error`` the model is shown. Nor does it
 take long: the patterns are linear in the reply's length, also on long runs of whitespace.
@@ -60,6 +61,10 @@ class ActionProtocol:
         """How an exemplar turn writes a call in this protocol."""
         raise NotImplementedError
 
+    def exemplar_call(self, name: str, arguments: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The tool call that ``render_call(name, arguments)`` makes when it runs (its observation)."""
+        return name, arguments
+
 
 class JsonProtocol(ActionProtocol):
     name = "json"
@@ -101,6 +106,13 @@ class CodeProtocol(JsonProtocol):
     stop = ["```\n", "</tool_call>"]
     tool_name = "python"
 
+    def __init__(self, functions: dict[str, str] | None = None) -> None:
+        self.functions = dict(functions or {})  # tool name -> its signature line, for the prompt
+
+    def with_functions(self, functions: dict[str, str]) -> CodeProtocol:
+        """This protocol, with these tools called as functions from the code (``name -> signature``)."""
+        return type(self)({**self.functions, **functions})
+
     def instructions(self, tool_schemas: list[dict], native_tools: bool) -> str:
         lines = [
             "To run Python, write a code block and wait for its output:",
@@ -109,7 +121,11 @@ class CodeProtocol(JsonProtocol):
             "```",
             "Use print() to see values. When you know the answer, write: Final answer: ANSWER",
         ]
-        others = [s for s in tool_schemas if s["function"]["name"] != self.tool_name]
+        if self.functions:
+            lines += ["", "Your code can call these functions (each one runs a tool and returns its result):"]
+            lines += [f"- {line}" for line in self.functions.values()]
+        others = [s for s in tool_schemas
+                  if s["function"]["name"] != self.tool_name and s["function"]["name"] not in self.functions]
         if others:
             lines += ["", "Other tools are called with one line:",
                       '<tool_call>{"name": "TOOL_NAME", "arguments": {...}}</tool_call>', "Tools:"]
@@ -128,9 +144,16 @@ class CodeProtocol(JsonProtocol):
         return Action(error=_NOTHING_FOUND.format(example="```python\nprint(...)\n```"))
 
     def render_call(self, name: str, arguments: dict[str, Any]) -> str:
+        name, arguments = self.exemplar_call(name, arguments)
         if name == self.tool_name:
             return f"```python\n{arguments.get('code', '')}\n```"
         return super().render_call(name, arguments)
+
+    def exemplar_call(self, name: str, arguments: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if name in self.functions:  # a function tool is called from code: print(name(arg=...))
+            args = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+            return self.tool_name, {"code": f"print({name}({args}))"}
+        return name, arguments
 
 
 _NOTHING_FOUND = (

@@ -14,19 +14,25 @@ from a warm fork server (``tools.sandbox``) that has done its imports once, and 
 - a clean environment and no inherited file descriptors but stdin, stdout and stderr.
 
 ``ExecResult.isolation`` says which layers were active; ``PythonSandbox.isolation_notes`` why
-the others were not. ``python_tool()`` wraps a sandbox as the agent-facing ``python`` tool.
+the others were not. ``python_tool()`` wraps a sandbox as the agent-facing ``python`` tool;
+``PythonTool.with_functions(tools)`` is one whose programs can call those tools as functions
+(``tools.code_functions``), over a channel that reaches those tools and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools.base import Tool, ToolResult
 from tools.sandbox.client import ForkServer, SandboxError, shared_server
+
+if TYPE_CHECKING:
+    from tools.code_functions import CodeCalls, CodeFunctions
 
 __all__ = ["ExecResult", "PythonSandbox", "SandboxError", "python_tool", "format_result"]
 
@@ -107,13 +113,20 @@ class PythonSandbox:
         """Why stronger isolation plans were not used (empty when the strongest one works)."""
         return list(self._server.info()["notes"])
 
-    def run(self, code: str, stdin: str = "") -> ExecResult:
-        """Run ``code`` and wait for it. Raises ``SandboxError`` only when the sandbox itself fails."""
+    def run(self, code: str, stdin: str = "", *, functions: CodeCalls | None = None) -> ExecResult:
+        """Run ``code`` and wait for it. Raises ``SandboxError`` only when the sandbox itself fails.
+        ``functions``: the tools the program may call as functions (``CodeFunctions.session()``)."""
+        if functions is not None:  # their calls are answered by async tools
+            return asyncio.run(self.arun(code, stdin, functions=functions))
         return self._result(self._server.run(self._request(code, stdin)))
 
-    async def arun(self, code: str, stdin: str = "") -> ExecResult:
+    async def arun(self, code: str, stdin: str = "", *, functions: CodeCalls | None = None) -> ExecResult:
         """``run`` for asyncio: never blocks the event loop; cancelling it kills the program."""
-        return self._result(await self._server.arun(self._request(code, stdin)))
+        request = self._request(code, stdin)
+        if functions is not None and functions.specs:
+            request |= {"functions": functions.specs, "max_calls": functions.max_calls}
+            return self._result(await self._server.arun(request, on_call=functions))
+        return self._result(await self._server.arun(request))
 
     def _request(self, code: str, stdin: str) -> dict[str, Any]:
         if not isinstance(code, str):
@@ -163,17 +176,27 @@ class PythonTool(Tool):
     name = "python"
     args_schema = PythonArgs
 
-    def __init__(self, sandbox: PythonSandbox) -> None:
+    def __init__(self, sandbox: PythonSandbox, functions: CodeFunctions | None = None) -> None:
         self.sandbox = sandbox
+        self.functions = functions if functions else None
         self.description = (
             "Run Python 3 code in a sandbox and see what it prints. Each call starts from scratch "
             "(nothing is kept between calls), so print() everything you need. No internet access. "
             f"Time limit {sandbox.timeout_s:g} s."
         )
 
+    def with_functions(self, tools: list[Tool], *, timeout_s: float = 60.0) -> PythonTool:
+        """This tool (same sandbox) with ``tools`` callable as functions from its programs."""
+        from tools.code_functions import CodeFunctions
+
+        return PythonTool(self.sandbox, CodeFunctions([t for t in tools if t is not self], timeout_s=timeout_s))
+
     async def arun(self, args: BaseModel) -> ToolResult:
-        result = await self.sandbox.arun(strip_code_fences(args.code))
+        calls = self.functions.session() if self.functions else None
+        result = await self.sandbox.arun(strip_code_fences(args.code), functions=calls)
         metadata = result.model_dump(include={"exit_code", "timed_out", "duration_s", "signal", "truncated"})
+        if calls is not None:
+            metadata["function_calls"] = calls.calls
         return ToolResult(content=format_result(result, self.sandbox), error=not result.ok, metadata=metadata)
 
 

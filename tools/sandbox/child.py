@@ -6,6 +6,8 @@ isolated OS process, so nothing it does can reach the server's state.
 
 Each process reports to the server on the *status* pipe (fd 3) as JSON lines: a setup error, or
 the program's wait status and resource usage. The program closes fd 3 before the user's code runs.
+Fd 4 is the function channel (``bridge``): only the program keeps it, and only when its job names
+functions.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import types
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from . import isolation, linux
+from . import bridge, isolation, linux
 
 STATUS_FD = 3
 SETUP_FAILED = 70
@@ -45,7 +47,7 @@ class Setup:
 
 
 def supervise(
-    plan: isolation.Plan, setup: Setup, fds: tuple[int, int, int, int], server_pid: int
+    plan: isolation.Plan, setup: Setup, fds: tuple[int, ...], server_pid: int
 ) -> NoReturn:
     """Supervisor: apply the outer layers, start the init process, wait for it."""
     try:
@@ -106,6 +108,10 @@ def _program(plan: isolation.Plan, setup: Setup) -> NoReturn:
         if job is None:  # the server let this tree go without a job
             os._exit(0)
         isolation.apply_limits(isolation.Limits(**job["limits"]))
+        if job.get("functions"):
+            bridge.install(job["functions"], bridge.CALLS_FD)
+        else:
+            os.close(bridge.CALLS_FD)
         os.close(STATUS_FD)
     except BaseException as exc:
         report({"setup_error": f"program: {type(exc).__name__}: {exc}"})
@@ -163,19 +169,20 @@ def report(message: dict) -> None:
         os.write(STATUS_FD, (json.dumps(message) + "\n").encode())
 
 
-def _take_fds(fds: tuple[int, int, int, int], template_fd: int | None) -> int | None:
-    """Make the run's pipes fds 0-3 (and the mount template, if any, fd 4); close everything
-    else the server had open. Returns the template's new fd."""
+def _take_fds(fds: tuple[int, ...], template_fd: int | None) -> int | None:
+    """Make the run's pipes and function channel fds 0-4 (and the mount template, if any, fd 5);
+    close everything else the server had open. Returns the template's new fd."""
     keep = [*fds, template_fd] if template_fd is not None else list(fds)
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in keep]
     for target, fd in enumerate(high):
         os.dup2(fd, target, inheritable=(target < STATUS_FD))
     os.closerange(len(high), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    return STATUS_FD + 1 if template_fd is not None else None
+    return len(fds) if template_fd is not None else None
 
 
 def _close_stdio() -> None:
-    for fd in (0, 1, 2):
+    """In the supervisor and the init, once their child is forked: only the program keeps these."""
+    for fd in (0, 1, 2, bridge.CALLS_FD):
         with contextlib.suppress(OSError):
             os.close(fd)
 
@@ -260,10 +267,14 @@ def _exit_status(exc: SystemExit) -> int:
 
 
 def _print_user_traceback(exc: BaseException) -> None:
-    """Print the traceback without the frame of this runner, as ``python main.py`` would."""
+    """Print the traceback without the frame of this runner, as ``python main.py`` would, and
+    without the frames of the function channel (``bridge``): a failed tool call reads as one line."""
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
     with contextlib.suppress(Exception):
-        traceback.print_exception(type(exc), exc.with_traceback(tb), tb, file=sys.stderr)
+        shown = traceback.TracebackException(type(exc), exc.with_traceback(tb), tb)
+        own = bridge.PACKAGE_DIR + "/"
+        shown.stack = traceback.StackSummary.from_list([f for f in shown.stack if not f.filename.startswith(own)])
+        print("".join(shown.format()), end="", file=sys.stderr)
 
 
 def _shutdown(exit_code: int) -> int:

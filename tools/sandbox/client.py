@@ -4,6 +4,11 @@ One ``ForkServer`` is one server process. ``run`` (threads) and ``arun`` (asynci
 concurrently from anywhere: each run gets its own socket pair, so only the hand-over of a socket
 on the control channel is serialized. A server that dies is replaced on the next call, and a run
 it had not finished is retried once on the new one. Servers are shut down at interpreter exit.
+
+A request may name ``functions`` the program can call (``relay``, ``bridge``); ``arun`` then takes
+``on_call``, an async function of ``(name, args)`` that returns ``{"ok": True, "value": ...}`` or
+``{"ok": False, "error": "..."}``. Calls run as tasks beside the run; when it ends, unanswered ones
+are cancelled.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import protocol
@@ -45,6 +51,8 @@ BOOT = (
 START_TIMEOUT_S = 60.0
 REPLY_GRACE_S = 5.0  # beyond a run's own timeout, before the server is declared hung
 QUEUE_TIMEOUT_S = 600.0  # how long a run may wait for a free slot
+
+OnCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class SandboxError(RuntimeError):
@@ -239,22 +247,28 @@ class ForkServer:
                 continue
             return _outcome(message)
 
-    async def arun(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Like ``run``, without blocking the event loop. Cancelling it kills the program."""
+    async def arun(self, request: dict[str, Any], on_call: OnCall | None = None) -> dict[str, Any]:
+        """Like ``run``, without blocking the event loop. Cancelling it kills the program.
+        ``on_call`` answers the program's calls to the request's ``functions``."""
+        if request.get("functions") and on_call is None:
+            raise ValueError("a request with 'functions' needs on_call to answer them")
         loop = asyncio.get_running_loop()
         for _ in range(2):
             sock, generation = await asyncio.to_thread(self._open_run)
             sock.setblocking(False)
+            calls = _Calls(loop, sock, on_call)
             try:
-                return await self._aexchange(loop, sock, request, generation)
+                return await self._aexchange(loop, sock, request, generation, calls)
             except _ServerGone:
                 self._mark_dead(generation)
             finally:
+                await calls.close()
                 sock.close()
         raise SandboxError("the sandbox server died twice while running this program")
 
     async def _aexchange(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, request: dict[str, Any], generation: int
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, request: dict[str, Any], generation: int,
+        calls: _Calls,
     ) -> dict[str, Any]:
         try:
             await loop.sock_sendall(sock, protocol.encode(request))
@@ -277,7 +291,51 @@ class ForkServer:
                 if message.get("event") == "started":
                     deadline = time.monotonic() + float(request["timeout_s"]) + REPLY_GRACE_S
                     continue
+                if message.get("event") == "call":
+                    calls.start(message)
+                    continue
                 return _outcome(message)
+
+
+class _Calls:
+    """The function calls of one run in flight on the host: each answered by ``on_call`` in a task."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, on_call: OnCall | None) -> None:
+        self.loop, self.sock, self.on_call = loop, sock, on_call
+        self.tasks: set[asyncio.Task] = set()
+        self.sending = asyncio.Lock()
+
+    def start(self, message: dict[str, Any]) -> None:
+        task = self.loop.create_task(self._answer(message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        name, args, number = message.get("name"), message.get("args"), message.get("call")
+        if self.on_call is None or not isinstance(name, str) or not isinstance(args, dict):
+            reply = {"ok": False, "error": "this run takes no function calls"}
+        else:
+            try:
+                reply = await self.on_call(name, args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("answering the program's call to %s failed", name, exc_info=True)
+                reply = {"ok": False, "error": f"the host failed to answer: {type(exc).__name__}"}
+        try:
+            data = protocol.encode({"call": number, **reply})
+        except (TypeError, ValueError) as exc:
+            data = protocol.encode({"call": number, "ok": False, "error": f"the result cannot be passed: {exc}"})
+        async with self.sending:
+            with contextlib.suppress(OSError):  # the run is over
+                await self.loop.sock_sendall(self.sock, data)
+
+    async def close(self) -> None:
+        """Cancel the calls still in flight (the run is over) and let them end before the socket closes."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)
 
 
 def _outcome(message: dict[str, Any]) -> dict[str, Any]:

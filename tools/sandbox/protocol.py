@@ -36,16 +36,17 @@ def decode(body: bytes) -> dict[str, Any]:
 class FrameBuffer:
     """Collects bytes as they arrive and yields complete messages."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buffer = bytearray()
+        self.max_frame = max_frame
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buffer += data
         messages = []
         while len(self._buffer) >= HEADER.size:
             (length,) = HEADER.unpack_from(self._buffer)
-            if length > MAX_FRAME:
-                raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME}-byte limit")
+            if length > self.max_frame:
+                raise ProtocolError(f"frame of {length} bytes is over the {self.max_frame}-byte limit")
             if len(self._buffer) < HEADER.size + length:
                 break
             body = bytes(self._buffer[HEADER.size : HEADER.size + length])

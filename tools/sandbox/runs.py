@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from . import protocol
+from . import protocol, relay
 
 TRUNCATION = "\n…[output truncated: {n} more bytes not shown]"
 DEFAULT_OUTPUT_CAP = 65536
@@ -63,6 +63,7 @@ class Chain:
         self.status_fd: int | None = None
         self.status_data = bytearray()
         self.stdin_fd: int | None = None
+        self.calls_fd: int | None = None  # the server's end of the function channel (``relay``)
         self.pending_stdin = b""
         self.exit_status: int | None = None
         self.exited_at = 0.0
@@ -70,17 +71,20 @@ class Chain:
         self.oom_killed = False
         self._child_ends: list[int] = []
 
-    def open_pipes(self) -> tuple[int, int, int, int]:
-        """Create stdin, stdout, stderr and status pipes; return the ends the child takes."""
+    def open_pipes(self) -> tuple[int, int, int, int, int]:
+        """Create stdin, stdout, stderr and status pipes and the function channel; return the ends
+        the child takes."""
         stdin_r, self.stdin_fd = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self.status_fd, status_w = os.pipe()
+        ours, theirs = socket.socketpair()
+        self.calls_fd, calls_child = ours.detach(), theirs.detach()
         self.outputs = {out_r: self.stdout, err_r: self.stderr}
-        self._child_ends = [stdin_r, out_w, err_w, status_w]
-        for fd in (out_r, err_r, self.status_fd, self.stdin_fd):
+        self._child_ends = [stdin_r, out_w, err_w, status_w, calls_child]
+        for fd in (out_r, err_r, self.status_fd, self.stdin_fd, self.calls_fd):
             os.set_blocking(fd, False)
-        return stdin_r, out_w, err_w, status_w
+        return stdin_r, out_w, err_w, status_w, calls_child
 
     def forked(self, pid: int) -> None:
         self.pid = pid
@@ -91,7 +95,7 @@ class Chain:
     def adopt(self, pid: int, fds: list[int]) -> None:
         """Take a tree forked elsewhere (by the zygote): its pid and the server's ends of its pipes."""
         self.pid = pid
-        self.stdin_fd, stdout, stderr, self.status_fd = fds
+        self.stdin_fd, stdout, stderr, self.status_fd, self.calls_fd = fds
         self.outputs = {stdout: self.stdout, stderr: self.stderr}
 
     def read_fds(self) -> list[int]:
@@ -133,9 +137,16 @@ class Chain:
             self.status_fd = None
         if fd == self.stdin_fd:
             self.stdin_fd = None
+        if fd == self.calls_fd:
+            self.calls_fd = None
+
+    def take_calls_fd(self) -> int | None:
+        """Hand the function channel's socket to its relay, which closes it."""
+        fd, self.calls_fd = self.calls_fd, None
+        return fd
 
     def all_fds(self) -> list[int]:
-        return [fd for fd in (*self.read_fds(), self.stdin_fd) if fd is not None]
+        return [fd for fd in (*self.read_fds(), self.stdin_fd, self.calls_fd) if fd is not None]
 
     def close_all(self) -> None:
         for fd in [*self.all_fds(), *self._child_ends]:
@@ -172,6 +183,7 @@ class Run:
         self.outbox = bytearray()
         self.request: dict[str, Any] = {}
         self.chain: Chain | None = None
+        self.relay: relay.Relay | None = None  # the function channel, when the request has functions
         self.started_at = self.ended_at = 0.0
         self.deadline = self.drain_deadline = float("inf")
         self.timed_out = self.cancelled = self.replied = self.released = False
@@ -185,6 +197,9 @@ class Run:
         timeout = request.get("timeout_s")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             return "'timeout_s' must be a positive number"
+        problem = relay.check_functions(request)
+        if problem:
+            return problem
         self.request = request
         return None
 
@@ -193,7 +208,8 @@ class Run:
         request = self.request
         limits = {"timeout_s": float(request["timeout_s"]), "memory_mb": request.get("memory_mb")}
         limits.update({key: int(request.get(key) or default) for key, default in LIMIT_DEFAULTS.items()})
-        header = json.dumps({"code": request["code"], "limits": limits}).encode("utf-8", "surrogatepass")
+        job = {"code": request["code"], "limits": limits, "functions": request.get("functions", [])}
+        header = json.dumps(job).encode("utf-8", "surrogatepass")
         stdin = request.get("stdin", "").encode("utf-8", "surrogateescape")
         return len(header).to_bytes(4, "big") + header + stdin
 

@@ -31,6 +31,7 @@ from collections import deque
 from typing import Any
 
 from . import child, linux, protocol
+from .relay import Relay
 from .runs import Chain, Run, program_env
 from .trees import SLOTS, Trees
 from .zygote import Zygote
@@ -155,6 +156,8 @@ class Server:
             if not run.exited and not run.timed_out and now >= run.deadline:
                 run.timed_out = True
                 run.ended_at = now
+                if run.relay is not None:
+                    run.relay.close()  # nothing is passed on after the deadline
                 self.trees.kill(run.chain)
             if run.exited and not run.replied and now >= run.drain_deadline:
                 self._progress(run)
@@ -213,12 +216,16 @@ class Server:
                 self.trees.kill(run.chain)
             self._forget_if_done(run)
             return
-        if run.request:
-            return
         try:
             messages = run.frames.feed(data)
-        except protocol.ProtocolError as exc:
-            self._reply_error(run, f"bad request: {exc}")
+        except (protocol.ProtocolError, ValueError) as exc:
+            if not run.request:
+                self._reply_error(run, f"bad request: {exc}")
+            return
+        if run.request:  # the host's answers to the program's function calls
+            for message in messages:
+                if run.relay is not None:
+                    run.relay.from_host(message)
             return
         if messages:
             error = run.accept_request(messages[0])
@@ -330,6 +337,11 @@ class Server:
     def _start(self, run: Run, chain: Chain) -> None:
         self.active += 1
         run.start(chain)
+        fd = chain.take_calls_fd()
+        if fd is not None and run.request.get("functions"):
+            run.relay = Relay(fd, run.request, self.selector, lambda message: self._send(run, message))
+        elif fd is not None:
+            os.close(fd)
         self.trees.set_limits(chain, run.request)
         for fd in chain.read_fds():
             self.selector.register(fd, selectors.EVENT_READ, (run, self._on_pipe))
@@ -432,6 +444,8 @@ class Server:
         self._forget_if_done(run)
 
     def _free_chain(self, chain: Chain) -> None:
+        if chain.run is not None and chain.run.relay is not None:
+            chain.run.relay.close()
         for fd in chain.all_fds():
             with contextlib.suppress(KeyError):
                 self.selector.unregister(fd)

@@ -23,7 +23,7 @@ from . import linux
 from .runs import Chain
 from .trees import Trees
 
-FDS_PER_TREE = 4  # stdin (write end), stdout, stderr, status (read ends)
+FDS_PER_TREE = 5  # stdin (write end), stdout, stderr, status (read ends), the function channel
 
 
 class Zygote:
@@ -124,7 +124,7 @@ def _spawn(sock: socket.socket, trees: Trees, slot: int) -> None:
         sock.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
         return
     reply = {"pid": chain.pid, "uid": chain.uid, "workdir": chain.workdir, "host_workdir": chain.host_workdir}
-    fds = array.array("i", [chain.stdin_fd, *chain.outputs, chain.status_fd])
+    fds = array.array("i", [chain.stdin_fd, *chain.outputs, chain.status_fd, chain.calls_fd])
     sock.sendmsg([json.dumps(reply).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
     chain.host_workdir = None  # the server removes it
     chain.close_all()
