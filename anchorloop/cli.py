@@ -30,18 +30,36 @@ ProtocolOption = Annotated[str, typer.Option(help="How tool calls are written: '
 MaxTurns = Annotated[int, typer.Option(min=1, help="Model turns allowed per run.")]
 SelfCorrect = Annotated[bool, typer.Option(help="Ask the model to verify its answer with the tools.")]
 Temperature = Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")]
+MaxNewTokens = Annotated[int, typer.Option(min=1, help="Longest model turn, in tokens.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
 Split = Annotated[str, typer.Option(help="'test' or 'train'.")]
 Seed = Annotated[int, typer.Option(help="Which tasks to draw.")]
 Generations = Annotated[int, typer.Option(min=1, help="Runs per task.")]
 EnvArgs = Annotated[list[str] | None, typer.Option(
-    "--env-arg", help="Env option KEY=VALUE (repeatable), e.g. level=3; values are read as JSON when they parse.")]
+    "--env-arg", help="Env option KEY=VALUE (repeatable), e.g. level=3 or scorer=contains; values are read as "
+    "JSON when they parse, as text otherwise.")]
+EnvName = Annotated[str, typer.Option(help="A name from `anchorloop envs`, module:Class for an env in your own "
+                                           "code (importable from the current folder), or jsonl:PATH.")]
+ExtraTools = Annotated[list[str] | None, typer.Option(
+    "--tool", "-t", help="A tool to offer next to the env's own (repeatable): a name from `anchorloop tools`, "
+    "module:function or module:Tool from your own code.")]
 
 
 @app.callback()
 def main(verbose: Verbose = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    user_code_importable()
+
+
+def user_code_importable() -> None:
+    """``module:Class`` and ``module:function`` names reach modules in the current folder, as with
+    ``python -m``; the folder goes last, so a local file never shadows an installed package."""
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,16 +94,25 @@ def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
     return parsed
 
 
-def env_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """``--env-arg`` pairs as config overrides of ``env.kwargs``."""
-    return {f"env.kwargs.{key}": value for key, value in parse_env_args(pairs).items()}
+def env_overrides(pairs: list[str] | None = None, env: str | None = None,
+                  tools: list[str] | None = None) -> dict[str, Any]:
+    """``--env-arg`` pairs, ``--env`` and ``--tool`` names as config overrides of ``env.kwargs``, ``env.name``
+    and ``env.tools``. Another env drops the config's options for its env; ``--tool`` replaces its list."""
+    options = parse_env_args(pairs)
+    overrides: dict[str, Any] = {f"env.kwargs.{key}": value for key, value in options.items()}
+    if env is not None:
+        overrides = {"env.name": env, "env.kwargs": options}
+    if tools:
+        overrides["env.tools"] = list(tools)
+    return overrides
 
 
 @app.command()
 @friendly_errors
 def run(
-    env: Annotated[str, typer.Option(help="See `anchorloop envs`, or jsonl:PATH.")] = "arithmetic",
+    env: EnvName = "arithmetic",
     env_arg: EnvArgs = None,
+    tool: ExtraTools = None,
     n: Annotated[int, typer.Option(min=1, help="Number of tasks.")] = 4,
     split: Split = "test",
     seed: Seed = 0,
@@ -94,6 +121,7 @@ def run(
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
+    max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
     generations: Generations = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the trajectories as JSONL here.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the summary.")] = False,
@@ -104,13 +132,13 @@ def run(
     from training.runner import run_env
     from training.trajectory import save_jsonl
 
-    result = run_env(env, env_kwargs=parse_env_args(env_arg), n=n, split=split, seed=seed, model=model,
+    result = run_env(env, env_kwargs=parse_env_args(env_arg), tools=tool, n=n, split=split, seed=seed, model=model,
                      protocol=protocol, max_turns=max_turns,
-                     self_correct=self_correct, temperature=temperature, generations=generations,
-                     console=console)
+                     self_correct=self_correct, temperature=temperature, max_new_tokens=max_new_tokens,
+                     generations=generations, console=console)
     if not quiet:
         print_trajectories(result.trajectories, console)
-    console.print(summary_line(env, result.metrics), style="bold green")
+    console.print(summary_line(result.env, result.metrics), style="bold green")
     console.print(f"{result.tokens_per_s:.1f} generated tokens/s, {result.seconds:.1f} s in all")
     if out is not None:
         console.print(f"trajectories written to {save_jsonl(result.trajectories, out)}")
@@ -126,15 +154,17 @@ def train(
     output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
     model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+    env: Annotated[str | None, typer.Option(help="Override env.name (as in `run`: a name, module:Class, "
+                                                 "jsonl:PATH).")] = None,
     env_arg: EnvArgs = None,
+    tool: ExtraTools = None,
 ) -> None:
     """Train the model to correct itself (GRPO with self-correction rewards); checkpoints are resumable."""
     from training.config import load_config
     from training.train import train as run_training
 
-    overrides = {k: v for k, v in {"output_dir": output_dir, "training.steps": steps, "model.name": model}.items()
-                 if v is not None}
-    cfg = load_config(config, overrides | env_overrides(env_arg))
+    overrides = {"output_dir": output_dir, "training.steps": steps, "model.name": model}
+    cfg = load_config(config, env_overrides(env_arg, env, tool) | {k: v for k, v in overrides.items() if v is not None})
     console.print(f"Training [bold]{cfg.model.name}[/] on [bold]{cfg.env.name}[/] for {cfg.training.steps} steps "
                   f"→ {cfg.output_dir}")
     run_dir = run_training(cfg, resume=resume, console=console)
@@ -148,7 +178,9 @@ def demo(
     output_dir: Annotated[str | None, typer.Option(help="Run directory (default runs/demo-DATE-TIME).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override training.steps.")] = None,
     model: Annotated[str | None, typer.Option(help="Override model.name.")] = None,
+    env: Annotated[str | None, typer.Option(help="Override env.name (as in `run`).")] = None,
     env_arg: EnvArgs = None,
+    tool: ExtraTools = None,
 ) -> None:
     """The whole loop: evaluate → train to self-correct → evaluate → report (≈10 min on 2 CPU cores)."""
     import time
@@ -158,7 +190,7 @@ def demo(
 
     overrides = {"output_dir": output_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), "training.steps": steps,
                  "model.name": model}
-    chosen = {k: v for k, v in overrides.items() if v is not None} | env_overrides(env_arg)
+    chosen = {k: v for k, v in overrides.items() if v is not None} | env_overrides(env_arg, env, tool)
     run_demo(load_config(config, chosen), console)
 
 
@@ -176,7 +208,7 @@ def chat(
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest model turn, in tokens.")] = MAX_NEW_TOKENS,
+    max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
 ) -> None:
     """Talk to the agent: streamed answers, visible tool calls and verify step, resumable sessions."""
     import asyncio
@@ -208,6 +240,8 @@ def list_envs_command() -> None:
 
     for name in list_envs():
         console.print(name)
+    console.print("Also: module:Class (an Env in your own code, importable from the current folder) and "
+                  "jsonl:PATH (question/answer rows).", style="dim")
 
 
 @app.command("tools")
@@ -217,14 +251,18 @@ def list_tools_command() -> None:
 
     for name in available_tools():
         console.print(name)
+    console.print("Also: module:function or module:Tool (a tool in your own code, importable from the current "
+                  "folder).", style="dim")
 
 
 @app.command("eval")
 @friendly_errors
 def eval_command(
     env: Annotated[list[str] | None, typer.Option(
-        help="An env (see `anchorloop envs`, or jsonl:PATH); repeat for several. Default: arithmetic.")] = None,
+        help="An env, as in `run` (a name, module:Class, jsonl:PATH); repeat for several. "
+        "Default: arithmetic.")] = None,
     env_arg: EnvArgs = None,
+    tool: ExtraTools = None,
     n: Annotated[int, typer.Option(min=1, help="Tasks per env (the same tasks for every configuration).")] = 20,
     split: Split = "test",
     seed: Seed = 0,
@@ -233,6 +271,7 @@ def eval_command(
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
     temperature: Temperature = 0.0,
+    max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
     generations: Generations = 1,
     ablate: Annotated[list[str] | None, typer.Option(
         help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
@@ -246,14 +285,15 @@ def eval_command(
     """Measure self-correction: Acc@t1, Acc@t2, Δ, Δi→c, Δc→i, tool use, confirmatory verification, with CIs."""
     import time
 
-    from envs import get_env
+    from agent.policy import SamplingParams
+    from envs import get_env, with_tools
     from training.eval import check_probes, configurations, evaluate
 
     ablate, probe = ablate or [], probe or []
     configurations(ablate, {"self_correct": self_correct})  # bad input fails before torch and the model load
     check_probes(probe, {"self_correct": self_correct})
     options = parse_env_args(env_arg)  # the same options for every env given
-    environments = [get_env(name, **options) for name in env or ["arithmetic"]]
+    environments = [with_tools(get_env(name, **options), tool) for name in env or ["arithmetic"]]
     from agent.hf_policy import HFPolicy
 
     out = out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
@@ -262,6 +302,7 @@ def eval_command(
     try:
         report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
                           ablations=ablate, probes=probe, temperature=temperature, model=model, console=console,
+                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens),
                           protocol=protocol, max_turns=max_turns, self_correct=self_correct)
     finally:
         policy.close()

@@ -12,15 +12,16 @@ from rich.console import Console
 from training.config import TrainConfig
 
 
-def evaluate_config(policy: Any, config: TrainConfig, out: Path, console: Console, label: str) -> Any:
-    """Greedy evaluation on the config's held-out tasks with its agent options and probes; saved to ``out``."""
+def evaluate_config(policy: Any, config: TrainConfig, out: Path, console: Console, label: str,
+                    env: Any = None) -> Any:
+    """Greedy evaluation on the config's held-out tasks with its agent options and probes; saved to ``out``.
+    ``env``: the config's env, when already built."""
     from agent.policy import SamplingParams
-    from envs import get_env
     from training.eval import evaluate
 
-    env = get_env(config.env.name, **config.env.kwargs)
-    report = evaluate(policy, [env], n=config.env.eval_tasks, split="test", seed=config.env.seed, console=console,
-                      model=label, probes=config.env.probes, **config.agent.build_options(),
+    report = evaluate(policy, [env or config.env.build()], n=config.env.eval_tasks, split="test",
+                      seed=config.env.seed, console=console, model=label, probes=config.env.probes,
+                      **config.agent.build_options(),
                       sampling=SamplingParams(temperature=0.0, max_new_tokens=config.agent.max_new_tokens))
     report.save(out)
     return report
@@ -52,10 +53,11 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
     run_dir = Path(config.output_dir)
     started = time.perf_counter()
     console.rule(f"1/4 evaluate {config.model.name} on {config.env.eval_tasks} held-out {config.env.name} tasks")
+    env = config.env.build()  # a bad env or tool name fails before the model loads
     model, tokenizer = load_model(config.model.name)
     policy = HFPolicy(model, tokenizer)
     try:
-        before = evaluate_config(policy, config, run_dir / "eval_before", console, config.model.name)
+        before = evaluate_config(policy, config, run_dir / "eval_before", console, config.model.name, env)
     finally:
         policy.close()
     console.rule(f"2/4 train for {config.training.steps} steps with self-correction rewards")
@@ -63,7 +65,7 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
     console.rule("3/4 evaluate the trained model on the same tasks")
     trained = HFPolicy.from_pretrained(str(run_dir / "final"))
     try:
-        after = evaluate_config(trained, config, run_dir / "eval_after", console, "trained")
+        after = evaluate_config(trained, config, run_dir / "eval_after", console, "trained", env)
     finally:
         trained.close()
     console.rule("4/4 report")

@@ -49,7 +49,8 @@ class JsonlEnv(Env):
 
     ``scorer``: ``"exact"``, ``"numeric"``, ``"contains"``, ``"squad_em"``, ``"squad_f1"``,
     ``"python_tests"`` (the row's ``tests`` run in the sandbox), or a callable
-    ``(answer, reference) -> float``. ``tools``: Tool objects or names for ``tools.load_tools``.
+    ``(answer, reference) -> float``. ``tools``: Tool objects or names for ``tools.load_tools`` (one
+name may be a plain string); names are checked here, before any model is loaded.
     ``timeout_s`` bounds each ``python_tests`` run.
     """
 
@@ -57,7 +58,7 @@ class JsonlEnv(Env):
         self,
         path: str | Path,
         scorer: str | Callable[[str, Any], float] = "exact",
-        tools: Sequence[Tool | str] = (),
+        tools: Sequence[Tool | str] | str = (),
         name: str | None = None,
         system_hint: str = "",
         timeout_s: float = 10.0,
@@ -73,7 +74,11 @@ class JsonlEnv(Env):
         self.name = name or self.path.stem
         self.system_hint = system_hint
         self.timeout_s = timeout_s
-        self._tools = list(tools)
+        # one tool may be given as a plain string ("python", "my_tools:days_between"), as a command line does
+        self._tools = [tools] if isinstance(tools, str) else list(tools)
+        from tools.registry import check_tool_names
+
+        check_tool_names([t for t in self._tools if isinstance(t, str)])
         self.rows = read_rows(self.path)
         if scorer == "python_tests":
             missing = [i for i, row in enumerate(self.rows, start=1) if not row.get("tests")]

@@ -5,7 +5,9 @@ A plug-in package exposes an env through the entry-point group ``anchorloop.envs
     [project.entry-points."anchorloop.envs"]
     my_env = "my_package.envs:MyEnv"
 
-``get_env("jsonl:path/to/file.jsonl", scorer="numeric")`` builds a ``JsonlEnv`` from a file.
+``get_env("jsonl:path/to/file.jsonl", scorer="numeric")`` builds a ``JsonlEnv`` from a file, and
+``get_env("my_module:MyEnv")`` imports ``my_module`` and builds its ``MyEnv`` (an ``Env`` subclass or a
+function returning one): that is how a command line names an env defined in your own code.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ BUILTINS: dict[str, str] = {
 _registered: dict[str, EnvFactory] = {}
 
 HOW_TO_ADD = (
-    "Add one with `@envs.register` on an Env subclass (it uses the class's `name`), "
-    "`envs.register('name', factory)`, an entry point in the `anchorloop.envs` group, "
-    "or use 'jsonl:path/to/file.jsonl' for a file of question/answer rows."
+    "An env in your own module is named 'module:Class' (e.g. 'my_env:MyEnv', importable from the current "
+    "folder); names given with `@envs.register` are known only once that module is imported. Use "
+    "'jsonl:path/to/file.jsonl' for a file of question/answer rows, or expose an env in your package's "
+    "pyproject.toml under the `anchorloop.envs` entry-point group."
 )
 
 
@@ -96,7 +99,14 @@ def get_env(name: str, /, **kwargs: Any) -> Env:
         from envs.jsonl import JsonlEnv
 
         return JsonlEnv(name.removeprefix("jsonl:"), **kwargs)
-    if name in _registered:
+    if ":" in name:
+        from tools.registry import import_target
+
+        factory = import_target(name, kind="env")
+        if not callable(factory):
+            raise ValueError(f"Env {name!r} is a {type(factory).__name__}, not an Env subclass or a function "
+                             "returning an Env.")
+    elif name in _registered:
         factory = _registered[name]
     elif name in BUILTINS:
         factory = _load(BUILTINS[name])
@@ -104,7 +114,10 @@ def get_env(name: str, /, **kwargs: Any) -> Env:
         factory = plugins[name].load()
     else:
         raise ValueError(f"Unknown env {name!r}. Available: {', '.join(list_envs())}. {HOW_TO_ADD}")
-    env = factory(**kwargs)
+    try:
+        env = factory(**kwargs)
+    except TypeError as exc:  # options the env does not take (e.g. `--env-arg` meant for another env)
+        raise ValueError(f"Env {name!r} cannot be built with options {kwargs}: {exc}") from exc
     if not isinstance(env, Env):
         raise TypeError(f"The factory for env {name!r} returned {type(env).__name__}, not an envs.Env.")
     return env

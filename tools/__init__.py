@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tools.base import FunctionTool, Tool, ToolResult, tool
-from tools.registry import ENTRY_POINT_GROUP, available_tools, get_tool, load_tools
+from tools.registry import ENTRY_POINT_GROUP, available_tools, check_tool_names, get_tool, load_tools
 
 if TYPE_CHECKING:
     from tools.langchain import from_langchain, to_langchain
@@ -22,6 +22,7 @@ __all__ = [
     "Tool",
     "ToolResult",
     "available_tools",
+    "check_tool_names",
     "from_langchain",
     "get_tool",
     "load_tools",

@@ -92,9 +92,9 @@ def available_tools() -> dict[str, str]:
 
 def _resolve(name: str) -> list[Tool]:
     if name in BUILTINS:
-        return _as_tools(_import_target(BUILTINS[name].target), f"built-in tool {name!r}")
+        return _as_tools(import_target(BUILTINS[name].target), f"built-in tool {name!r}")
     if ":" in name:
-        return _as_tools(_import_target(name), repr(name))
+        return _as_tools(import_target(name), repr(name))
     entry_point = _entry_points().get(name)
     if entry_point is not None:
         return _as_tools(entry_point.load(), f"entry point {name!r} ({entry_point.value})")
@@ -117,24 +117,43 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return found
 
 
-def _import_target(path: str) -> Any:
+def import_target(path: str, kind: str = "tool") -> Any:
+    """The object a ``'package.module:attribute'`` path names; ``kind`` ("tool", "env") words the errors."""
     module_name, _, attr_path = path.partition(":")
     if not module_name or not attr_path:
-        raise ValueError(f"Tool path {path!r} must look like 'package.module:attribute'.")
+        raise ValueError(f"The {kind} path {path!r} must look like 'package.module:attribute'.")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ValueError(
-                f"Cannot load tool {path!r}: no module named {exc.name!r} "
-                "(is the package installed, or its folder on sys.path?)."
+                f"Cannot load {kind} {path!r}: no module named {exc.name!r} (run from the folder that "
+                f"holds {exc.name.split('.')[0]}.py, or install the package that has it)."
             ) from exc
         raise
     for part in attr_path.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"Cannot load tool {path!r}: {obj.__name__!r} has no attribute {part!r}.")
+            raise ValueError(f"Cannot load {kind} {path!r}: {obj.__name__!r} has no attribute {part!r}.")
         obj = getattr(obj, part)
     return obj
+
+
+def check_tool_names(names: Iterable[str] | str) -> list[str]:
+    """The names as a list, each one checked the way ``load_tools`` resolves it, without building the
+    built-ins or plug-ins (a ``module:attr`` target is imported and checked to be a tool). Raises
+    ``ValueError`` for an unknown name; cheap enough to run before a model loads."""
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"A tool is named by a string, got {name!r}.")
+        name = name.strip()
+        if name in BUILTINS or name in _entry_points():
+            continue
+        if ":" in name:
+            _as_tools(import_target(name), repr(name))
+            continue
+        _resolve(name)  # raises, naming what is available and how to plug a tool in
+    return names
 
 
 def _as_tools(obj: Any, source: str, *, allow_factory: bool = True) -> list[Tool]:

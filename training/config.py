@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.policy import MAX_NEW_TOKENS
 
@@ -29,6 +29,19 @@ class EnvConfig(_Section):
     eval_tasks: int = Field(32, ge=1)
     seed: int = 0
     probes: list[str] = Field(default_factory=list)  # run by the demo's evaluations, e.g. ["injected-errors"]
+    # tools offered next to the env's own: built-ins, "module:function", "module:Tool", plug-ins (`--tool`)
+    tools: list[str] = Field(default_factory=list)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _one_tool(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def build(self) -> Any:
+        """The env this section names, with its options and extra tools (names checked, nothing loaded)."""
+        from envs import get_env, with_tools
+
+        return with_tools(get_env(self.name, **self.kwargs), self.tools)
 
 
 class AgentConfig(_Section):

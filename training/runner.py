@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agent.policy import SamplingParams
+from agent.policy import MAX_NEW_TOKENS, SamplingParams
 from training.metrics import Metrics, compute_metrics
 from training.rollout import build_env_agent, rollout
 from training.trajectory import Trajectory
@@ -22,6 +22,7 @@ class RunResult:
     metrics: Metrics
     seconds: float
     generated_tokens: int
+    env: str = ""  # the env's name (a command line may have named it module:Class)
 
     @property
     def tokens_per_s(self) -> float:
@@ -53,7 +54,7 @@ def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, conso
         trajectories = asyncio.run(rollout(agent, env, tasks, num_generations=generations, on_done=done))
     seconds = time.perf_counter() - started
     tokens = sum(t.num_model_tokens for t in trajectories)
-    return RunResult(trajectories, compute_metrics(trajectories), seconds, tokens)
+    return RunResult(trajectories, compute_metrics(trajectories), seconds, tokens, env.name)
 
 
 def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *, seed: int = 0,
@@ -78,12 +79,14 @@ def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *,
 
 def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str = "smollm2-135m",
             protocol: str = "auto", max_turns: int = 8, self_correct: bool = True, temperature: float = 0.0,
-            generations: int = 1, console: Console | None = None, env_kwargs: dict[str, Any] | None = None,
-            **agent_kwargs: Any) -> RunResult:
+            max_new_tokens: int = MAX_NEW_TOKENS, generations: int = 1, console: Console | None = None,
+            env_kwargs: dict[str, Any] | None = None, tools: list[str] | None = None, **agent_kwargs: Any) -> RunResult:
+    """``env`` (a name, ``module:Class``, ``jsonl:PATH``) built with ``env_kwargs`` and offering ``tools`` too,
+    then run on ``n`` of its tasks; names are checked before the model loads."""
     from agent.hf_policy import HFPolicy
-    from envs import get_env
+    from envs import get_env, with_tools
 
-    environment = get_env(env, **(env_kwargs or {}))
+    environment = with_tools(get_env(env, **(env_kwargs or {})), tools)
     tasks = environment.tasks(split, n=n, seed=seed)
     if console:
         console.print(f"Loading model [bold]{model}[/] …")
@@ -91,6 +94,7 @@ def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str 
     try:
         return run_tasks(policy, environment, tasks, generations=generations, console=console,
                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
-                         sampling=SamplingParams(temperature=temperature), **agent_kwargs)
+                         sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens),
+                         **agent_kwargs)
     finally:
         policy.close()

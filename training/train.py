@@ -76,7 +76,6 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
     from agent.models import load_model
     from agent.policy import SamplingParams
-    from envs import get_env
     from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
     from training.injection import ErrorInjector
     from training.metrics import compute_metrics
@@ -88,10 +87,10 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     cfg, tr = config, config.training
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tb"))  # how transformers 5 takes it
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; we know
+    env = cfg.env.build()  # a bad env or tool name fails before the model loads
     if model is None:
         model, tokenizer = load_model(cfg.model.name)
     cuda = torch.cuda.is_available()
-    env = get_env(cfg.env.name, **cfg.env.kwargs)
     tasks = env.tasks("train", n=cfg.env.train_tasks, seed=cfg.env.seed)
     dataset = env.as_dataset("train", n=cfg.env.train_tasks, seed=cfg.env.seed)
     funcs, weights = reward_functions(cfg.rewards)
