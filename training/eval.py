@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from training.metrics import DiffRate, Metrics, Rate, compute_metrics
+from training.metrics import DiffRate, Metrics, Rate, compute_metrics, stops_text
 from training.probe import PROBES, ProbeResult, probe_result
 from training.trajectory import Trajectory, read_jsonl, save_jsonl
 
@@ -270,6 +270,18 @@ COLUMNS = [  # (header, Metrics field)
 ]
 
 
+# the report's tables have room for the no-answer share as a column of its own
+REPORT_COLUMNS = [*COLUMNS[:2], ("no answer", "no_answer_rate"), *COLUMNS[2:]]
+TABLE_NOTE = ("rates in %, 95% interval underneath (Wilson; Δ: Newcombe). no answer: runs that ended without "
+              "one (counted wrong in Acc); stopped: why runs ended. –: nothing to count, e.g. confirm./verif. "
+              "prec./vacuous when no run reached the verify step, tool err. when no tool was called.")
+
+
+def no_answer_text(m: Metrics) -> str:
+    """``"no answer 2 · stopped: max_turns 2"``, under a row's name."""
+    return f"no answer {round(m.no_answer_rate.value * m.n)} · stopped: {stops_text(m)}"
+
+
 def format_rate(rate: Rate | DiffRate) -> tuple[str, str]:
     """(value, 95% interval) in percent, compact; ``("–", "")`` when nothing was counted."""
     if rate.n == 0:
@@ -282,8 +294,7 @@ def format_rate(rate: Rate | DiffRate) -> tuple[str, str]:
 def eval_table(rows: Sequence[EvalRow], title: str = "evaluation") -> Table:
     """One row per env × configuration; rates in percent with their 95% interval underneath."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False,
-                  collapse_padding=True, caption="rates in %, 95% interval underneath (Wilson; Δ: Newcombe)",
-                  caption_justify="left")
+                  collapse_padding=True, caption=TABLE_NOTE, caption_justify="left")
     table.add_column("env (n)\nconfig", overflow="fold", min_width=10)
     for header, _ in COLUMNS:
         table.add_column(header.replace(" ", "\n"), justify="right", no_wrap=True)
@@ -293,7 +304,8 @@ def eval_table(rows: Sequence[EvalRow], title: str = "evaluation") -> Table:
             value, interval = format_rate(getattr(row.metrics, field))
             cells.append(Text(value).append(f"\n{interval}" if interval else "", style="dim"))
         name = Text(f"{row.env} ({row.metrics.n})", style="bold" if row.env == "all" else "")
-        table.add_row(name.append(f"\n{row.config}", style="cyan"), *cells)
+        name.append(f"\n{row.config}", style="cyan").append(f"\n{no_answer_text(row.metrics)}", style="dim")
+        table.add_row(name, *cells)
     return table
 
 

@@ -5,7 +5,9 @@ Acc@t1 / Acc@t2: accuracy of the first and the last answer. Δ = Acc@t2 − Acc@
 Confirmatory verification rate: of the runs that went through the verify step, the share whose
 answer did not change. Verification precision: of those confirmations, the share that were right
 (how much the model's agreement with itself is worth). A run counts as correct when its score is
-at least 0.5; runs with no answer count as wrong. Vacuous check rate: of the runs that went
+at least 0.5; runs with no answer count as wrong for accuracy, and are counted apart as "no answer"
+(with why each run stopped), so that a table of runs that never answered does not read as one of
+wrong answers. Vacuous check rate: of the runs that went
 through the verify step, the share whose check computed nothing new — no tool call, or only calls
 the first attempt had already made (the same code, the same query): a check that repeats the
 computation cannot catch the error it exists for.
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from training.trajectory import Trajectory
 
@@ -50,6 +53,9 @@ class Metrics(BaseModel):
     tool_error_rate: Rate  # failed calls among all calls
     parse_error_rate: Rate  # turns the parser could not read
     answered_rate: Rate
+    # runs that ended without any answer, and why runs stopped (verified, answered, max_turns, error)
+    no_answer_rate: Rate = Field(default_factory=lambda: Rate(value=0.0, low=0.0, high=0.0, n=0))
+    stop_reasons: dict[str, int] = Field(default_factory=dict)
     confirmatory_rate: Rate
     verification_precision: Rate
     vacuous_check_rate: Rate  # verify steps that computed nothing new (see ``is_vacuous_check``)
@@ -156,6 +162,8 @@ def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
         tool_error_rate=wilson(errors, calls),
         parse_error_rate=wilson(min(sum(t.parse_errors for t in trajectories), turns), turns),
         answered_rate=wilson(sum(bool(t.attempts) for t in trajectories), n),
+        no_answer_rate=wilson(sum(not t.attempts for t in trajectories), n),
+        stop_reasons=stop_reasons(trajectories),
         confirmatory_rate=wilson(len(confirmed), len(verified)),
         verification_precision=wilson(confirmed_right, len(confirmed)),
         vacuous_check_rate=wilson(sum(checks), len(checks)),
@@ -175,8 +183,24 @@ def metrics_by_env(trajectories: Sequence[Trajectory]) -> dict[str, Metrics]:
     return out
 
 
+def stop_reasons(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """How many runs stopped for each reason, most first (a failed run's cause is counted as "error")."""
+    reasons = Counter("error" if t.stop_reason.startswith("error") else t.stop_reason or "?" for t in trajectories)
+    return dict(reasons.most_common())
+
+
+def stops_text(m: Metrics) -> str:
+    """``"verified 3, max_turns 1"``: why the runs stopped."""
+    return ", ".join(f"{reason} {count}" for reason, count in m.stop_reasons.items())
+
+
 def summary_line(name: str, m: Metrics) -> str:
-    return (f"{name}: {m.n} runs | Acc@t1 {100 * m.acc_t1.value:.1f}% | Acc@t2 {100 * m.acc_t2.value:.1f}% | "
-            f"Δ {100 * m.delta.value:+.1f} | Δi→c {100 * m.delta_i_to_c.value:.1f}% | "
+    unanswered = round(m.no_answer_rate.value * m.n)
+    line = (f"{name}: {m.n} runs | Acc@t1 {100 * m.acc_t1.value:.1f}% | Acc@t2 {100 * m.acc_t2.value:.1f}% | "
+            f"no answer {unanswered}/{m.n} | Δ {100 * m.delta.value:+.1f} | Δi→c {100 * m.delta_i_to_c.value:.1f}% | "
             f"Δc→i {100 * m.delta_c_to_i.value:.1f}% | tool use {100 * m.tool_use_rate.value:.0f}% | "
-            f"{m.mean_turns:.1f} turns/run")
+            f"{m.mean_turns:.1f} turns/run | stopped: {stops_text(m)}")
+    if m.n and unanswered == m.n:
+        line += ("\nNo run gave an answer, so there is no first attempt to verify: raise --max-turns or "
+                 "--max-new-tokens.")
+    return line

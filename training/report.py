@@ -22,7 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.eval import BASELINE, COLUMNS, EVAL_FILE, EvalReport, EvalRow, eval_rows, format_rate
+from training.eval import BASELINE, EVAL_FILE, TABLE_NOTE, EvalReport, EvalRow, eval_rows, format_rate
+from training.eval import REPORT_COLUMNS as COLUMNS
+from training.metrics import stops_text
 from training.report_html import CSS, PAGE, PRIORITY, note, outcome, trajectory_html
 from training.trajectory import Trajectory
 
@@ -274,7 +276,8 @@ def _triple(rate: Any) -> tuple[float, float, float]:
 
 
 def _metrics_table(evaluations: list[Evaluation]) -> str:
-    heads = "".join(f"<th>{h}</th>" for h in ("evaluation", "env", "config", "n", *(c for c, _ in COLUMNS), "turns"))
+    heads = "".join(f"<th>{h}</th>" for h in ("evaluation", "env", "config", "n", *(c for c, _ in COLUMNS), "turns",
+                                                       "stopped"))
     lines = []
     for e in evaluations:
         for row in e.rows:
@@ -285,10 +288,10 @@ def _metrics_table(evaluations: list[Evaluation]) -> str:
             cls = ' class="all"' if row.env == "all" else ""
             lines.append(f"<tr{cls}><td>{html.escape(e.label)}</td><td>{html.escape(row.env)}</td>"
                          f"<td>{html.escape(row.config)}</td><td>{row.metrics.n}</td>{''.join(cells)}"
-                         f"<td>{row.metrics.mean_turns:.1f}</td></tr>")
+                         f"<td>{row.metrics.mean_turns:.1f}</td><td>{html.escape(stops_text(row.metrics))}</td></tr>")
     meta = "".join(f"<li><b>{html.escape(e.label)}</b>: {_describe(e)}</li>" for e in evaluations)
     return (f"<ul class='meta'>{meta}</ul><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
-            "</tbody></table><p class='hint'>Rates in %, 95% intervals underneath (Wilson; Δ: Newcombe paired).</p>")
+            f"</tbody></table><p class='hint'>{html.escape(TABLE_NOTE)}</p>")
 
 
 def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:

@@ -132,3 +132,30 @@ def test_attempt_bars_draw_a_rate_of_zero():
     png = attempt_bars([("probe", {"Acc@t1": (zero.value, zero.low, zero.high),
                                    "Acc@t2": (some.value, some.low, some.high)})])
     assert png.startswith(b"\x89PNG")
+
+
+def test_runs_that_never_answered_are_counted_apart_with_why_they_stopped(scripted):
+    from rich.console import Console
+
+    from envs import get_env
+    from training.eval import eval_rows, eval_table
+    from training.runner import run_tasks
+
+    env = get_env("arithmetic", level=1)
+    policy = scripted(lambda prompt: "Let me think about it.")  # never an answer: every run hits max_turns
+    result = run_tasks(policy, env, env.tasks("test", n=2), max_turns=2, protocol="code")
+    m = result.metrics
+    assert m.no_answer_rate.value == 1.0 and m.stop_reasons == {"max_turns": 2}
+    line = summary_line("arithmetic", m)
+    assert "no answer 2/2" in line and "stopped: max_turns 2" in line and "No run gave an answer" in line
+    console = Console(width=200, record=True)
+    console.print(eval_table(eval_rows({"baseline": result.trajectories})))
+    shown = console.export_text()
+    assert "no answer 2 · stopped: max_turns 2" in shown
+    assert "–: nothing to count" in shown  # the caption explains the empty cells
+
+
+def test_stop_reasons_group_failures():
+    runs = [traj(1, 1), traj(1)]
+    runs[0].stop_reason, runs[1].stop_reason = "verified", "error: ValueError: boom"
+    assert compute_metrics(runs).stop_reasons == {"verified": 1, "error": 1}
