@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,56 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     return trainer, rollout
 
 
+class TiedWeightsAreNotMissing(logging.Filter):
+    """Resuming a model whose output layer is its embedding (SmolLM2, the tiny model): the checkpoint
+    stores the shared tensor once, and transformers reports the other name (``lm_head.weight``) as a
+    missing key. Nothing is missing; that one message is dropped, any other missing key still shows."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        seen: dict[int, str] = {}
+        self.tied: set[str] = set()
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if param.data_ptr() in seen:
+                self.tied |= {name, seen[param.data_ptr()]}
+            seen.setdefault(param.data_ptr(), name)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "missing keys in the checkpoint" not in message:
+            return True
+        missing = re.findall(r"'([^']+)'", message.partition("loaded:")[2])
+        return not missing or not set(missing) <= self.tied
+
+
+def _steps_done(checkpoint: Path) -> int:
+    state = checkpoint / "trainer_state.json"
+    return int(json.loads(state.read_text())["global_step"]) if state.is_file() else -1
+
+
 def train(config: TrainConfig, *, resume: bool = False, console: Console | None = None, model: Any = None,
           tokenizer: Any = None) -> Path:
-    """Train from ``config``; with ``resume``, continue from the last checkpoint in the run dir."""
+    """Train from ``config``; with ``resume``, continue from the last checkpoint in the run dir (a run
+    that has already trained all its steps and saved its model is left as it is)."""
     run_dir = Path(config.output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"output_dir {run_dir} is a file, not a folder: set output_dir (or --output-dir) "
+                              "to a folder, or move the file away.")
     checkpoint = last_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         log.warning("no checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
+    if checkpoint is not None and _steps_done(checkpoint) >= config.training.steps:
+        final = run_dir / "final"
+        if not (final / "config.json").is_file() and not (final / "adapter_config.json").is_file():
+            from agent.models import load_model  # killed after its last checkpoint: the model is in it
+
+            done_model, done_tokenizer = load_model(str(checkpoint), device="cpu")
+            done_model.save_pretrained(str(final))
+            done_tokenizer.save_pretrained(str(final))
+        (console or Console()).print(
+            f"{run_dir} is already complete: {_steps_done(checkpoint)} of {config.training.steps} steps trained, "
+            f"model in {final}. Nothing to resume; give more --steps to train further.")
+        return run_dir
     if not resume and (run_dir / "train_log.jsonl").exists():
         raise FileExistsError(
             f"{run_dir} already holds a training run. Use --resume to continue it, or set another output_dir."
@@ -182,9 +226,12 @@ def train(config: TrainConfig, *, resume: bool = False, console: Console | None 
         step = int(checkpoint.name.rsplit("-", 1)[-1])
         _trim_logs(run_dir, step)
     trainer, rollout = build_trainer(config, run_dir, model=model, tokenizer=tokenizer, console=console)
+    quiet = TiedWeightsAreNotMissing(trainer.model)
+    logging.getLogger("transformers.trainer").addFilter(quiet)
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
+        logging.getLogger("transformers.trainer").removeFilter(quiet)
         rollout.close()
     final = run_dir / "final"
     trainer.save_model(str(final))

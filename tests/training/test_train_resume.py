@@ -3,10 +3,13 @@ steps before it and repeating none in the log."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+from rich.console import Console
 
 CONFIG = """
 output_dir = "{out}"
@@ -59,3 +62,43 @@ def test_kill_nine_then_resume(tmp_path):
     state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert (out / "final" / "config.json").exists()
+
+
+def test_resuming_a_finished_run_trains_nothing_and_resuming_says_nothing_about_tied_weights(tmp_path):
+    import logging
+
+    from training.config import load_config
+    from training.train import TiedWeightsAreNotMissing, train
+
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(out=tmp_path / "run").replace("steps = 4", "steps = 2"))
+    cfg = load_config(config)
+    run_dir = train(cfg)
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-2")  # as if killed after step 1's checkpoint
+    shutil.rmtree(run_dir / "final")
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())
+    logging.getLogger("transformers.trainer").addHandler(handler)
+    try:
+        train(cfg, resume=True)
+    finally:
+        logging.getLogger("transformers.trainer").removeHandler(handler)
+    assert not [m for m in warned if "missing keys" in m], warned
+    mtime = (run_dir / "final" / "config.json").stat().st_mtime
+    console = Console(record=True, width=200)
+    train(cfg, resume=True, console=console)  # finished: nothing trained, nothing written
+    assert "already complete: 2 of 2 steps" in console.export_text()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()] == [0, 1]
+    assert (run_dir / "final" / "config.json").stat().st_mtime == mtime
+    # the filter keeps a missing key that is not a tied one
+    from agent.models import load_model
+
+    model, _ = load_model("tiny-random", device="cpu")
+    quiet = TiedWeightsAreNotMissing(model)
+    record = logging.LogRecord("t", logging.WARNING, "", 0, "There were missing keys in the checkpoint model "
+                               "loaded: %s.", (["lm_head.weight"],), None)
+    assert not quiet.filter(record)
+    record.args = (["lm_head.weight", "model.norm.weight"],)
+    assert quiet.filter(record)
