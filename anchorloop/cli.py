@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.policy import MAX_NEW_TOKENS
 
@@ -72,7 +73,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except (ValueError, OSError, RuntimeError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")  # the text is shown as written: no markup
             raise typer.Exit(2) from None
 
     return wrapper

@@ -294,6 +294,9 @@ def _args_model(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str]
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
+        if param.name not in hints:
+            log.warning("tool %r: parameter %r has no type hint, so the model is told it takes any value; "
+                        "annotate it (e.g. `%s: str`) to give the model its type", tool_name, param.name, param.name)
         annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
