@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import math
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +66,7 @@ def write_report(run_dir: str | Path, *, sample: int = 24) -> Path:
         _overview(run_dir, steps, evaluations),
         _training_section(steps, figures),
         _curve_section(read_train_log(run_dir / HELDOUT_LOG), figures),
-        _evaluation_section(evaluations, figures),
+        _evaluation_section(evaluations, figures, run_dir),
         _tools_section(steps, figures),
         _trajectories_section(evaluations + ([latest] if latest else []), sample),
     ]
@@ -239,14 +240,14 @@ def _tools_section(steps: list[dict[str, Any]] | None, figures: Figures) -> str:
     return head + figures.img("tools", line_plot("Tool use", xs, series, unit_interval=True), "Tool use")
 
 
-def _evaluation_section(evaluations: list[Evaluation], figures: Figures) -> str:
+def _evaluation_section(evaluations: list[Evaluation], figures: Figures, run_dir: Path) -> str:
     from training.plots import attempt_bars, transition_matrices
 
     parts = ["<h2>Evaluation</h2>"]
     if not evaluations:
         return parts[0] + note("No evaluation found: expected eval_before/ and eval_after/ (each with "
                                 "eval.json and trajectories.jsonl, as `anchorloop eval --out DIR` writes) "
-                                "or *.jsonl trajectory files.")
+                                "or *.jsonl trajectory files." + _how_to_evaluate(run_dir))
     labels = [e.label for e in evaluations]
     if "before" in labels and "after" not in labels:
         parts.append(note("No eval_after/ yet: showing the evaluation before training only."))
@@ -269,6 +270,29 @@ def _evaluation_section(evaluations: list[Evaluation], figures: Figures) -> str:
         parts.append("<h3>Transitions between attempt 1 and the last attempt</h3>")
         parts.append(figures.img("transitions", transition_matrices(panels), "Transition matrices"))
     return "\n".join(parts)
+
+
+def _how_to_evaluate(run_dir: Path) -> str:
+    """For a training run (its ``config.json``): the commands that evaluate it as the demo does."""
+    from training.config import TrainConfig
+
+    try:
+        config = TrainConfig.model_validate_json((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    env, agent = config.env, config.agent
+    common = [f"--env {shlex.quote(env.name)}", *(f"--env-arg {shlex.quote(f'{k}={json.dumps(v)}')}"
+                                                  for k, v in env.kwargs.items()),
+              *(f"--tool {shlex.quote(t)}" for t in env.tools), f"--n {env.eval_tasks}", f"--seed {env.seed}",
+              f"--protocol {agent.protocol}", f"--max-turns {agent.max_turns}",
+              f"--max-new-tokens {agent.max_new_tokens}", *(f"--probe {p}" for p in env.probes)]
+    run = shlex.quote(str(run_dir))
+    commands = [f"anchorloop eval {' '.join(common)} --model {shlex.quote(model)} --out {run}/{out}"
+                for model, out in ((config.model.name, "eval_before"), (f"{run_dir}/final", "eval_after"))]
+    return ("<br>This training run was not evaluated (<code>anchorloop train</code> trains only; "
+            "<code>anchorloop demo</code> evaluates before and after). To evaluate it on its held-out tasks "
+            "as the demo does, run:<pre>" + html.escape("\n".join([*commands, f"anchorloop report {run}"]))
+            + "</pre>")
 
 
 def _triple(rate: Any) -> tuple[float, float, float]:

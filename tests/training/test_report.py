@@ -189,3 +189,32 @@ def test_report_command_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_training_run_without_evaluation_gets_the_commands_that_evaluate_it(tmp_path):
+    import html
+    import re
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from anchorloop.cli import app
+    from training.config import TrainConfig
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = TrainConfig.model_validate({
+        "output_dir": str(run_dir), "model": {"name": "tiny-random"},
+        "env": {"name": "arithmetic", "kwargs": {"level": 1}, "eval_tasks": 2},
+        "agent": {"max_turns": 2, "max_new_tokens": 8}})
+    (run_dir / "config.json").write_text(config.model_dump_json())
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    commands = html.unescape(re.search(r"<pre>(.*?)</pre>", page, re.DOTALL).group(1)).splitlines()
+    assert commands[1].endswith(f"--model {run_dir}/final --out {run_dir}/eval_after")
+    assert commands[2] == f"anchorloop report {run_dir}"
+    before = shlex.split(commands[0])
+    assert before[:4] == ["anchorloop", "eval", "--env", "arithmetic"] and "level=1" in before
+    result = CliRunner().invoke(app, before[1:])  # the command runs as written
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "before" in write_report(run_dir).read_text(encoding="utf-8")
+    assert (run_dir / "eval_before" / "eval.json").is_file()
