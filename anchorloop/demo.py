@@ -44,6 +44,14 @@ def probe_before_after(before: Any, after: Any) -> Any:
     return probe_table(rows)
 
 
+def drop_checkpoints(run_dir: Path) -> None:
+    """The demo's training is complete and never resumed: its checkpoints (weights and optimizer state,
+    ≈1.6 GB each for SmolLM2) go; the trained model stays in ``final/``."""
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
 def run_demo(config: TrainConfig, console: Console) -> Path:
     from agent.hf_policy import HFPolicy
     from agent.models import load_model
@@ -62,6 +70,7 @@ def run_demo(config: TrainConfig, console: Console) -> Path:
         policy.close()
     console.rule(f"2/4 train for {config.training.steps} steps with self-correction rewards")
     train(config, console=console, model=model, tokenizer=tokenizer)
+    drop_checkpoints(run_dir)
     console.rule("3/4 evaluate the trained model on the same tasks")
     trained = HFPolicy.from_pretrained(str(run_dir / "final"))
     try:

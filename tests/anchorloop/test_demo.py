@@ -34,5 +34,15 @@ def test_demo_runs_the_whole_loop(tmp_path):
     for piece in ("eval_before/eval.json", "eval_after/eval.json", "train_log.jsonl", "final/config.json",
                   "report.html"):
         assert (out / piece).exists(), piece
+    assert not (out / "checkpoints").exists()  # the footprint: the final model, no optimizer state
     assert "before (n=3)" in result.stdout and "after (n=3)" in result.stdout
     assert "Acc@t1" in result.stdout
+
+
+def test_the_demo_config_keeps_one_resumable_checkpoint_at_most():
+    from pathlib import Path
+
+    from training.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart.toml")
+    assert config.training.save_total_limit == 1
