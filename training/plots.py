@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 Series = dict[str, list[float]]  # label → values, NaN where a step did not log the key
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
@@ -37,10 +38,15 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def line_plot(title: str, steps: Sequence[float], series: Series, *, ylabel: str = "",
-              unit_interval: bool = False, smooth: bool = False,
-              marks: Sequence[tuple[float, str]] = ()) -> bytes:
-    """One line per series over training steps; gaps where a step did not log the value.
+def line_plot(title: str, steps: Sequence[float], series: Series, **options: Any) -> bytes:
+    """``line_figure`` as PNG bytes."""
+    return png(line_figure(title, steps, series, **options))
+
+
+def line_figure(title: str, steps: Sequence[float], series: Series, *, ylabel: str = "",
+                unit_interval: bool = False, smooth: bool = False,
+                marks: Sequence[tuple[float, str]] = ()) -> Figure:
+    """One line per series over training steps (whole-number ticks); gaps where a step did not log the value.
 
     ``smooth`` adds a moving average (window ≈ 1/10 of the run) over each noisy raw line;
     ``marks`` draws labelled vertical lines (e.g. where Stage II begins).
@@ -60,12 +66,13 @@ def line_plot(title: str, steps: Sequence[float], series: Series, *, ylabel: str
                     textcoords="offset points", fontsize=8, color="grey")
     ax.set_title(title, loc="left", fontsize=11)
     ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_ylabel(ylabel)
     if unit_interval:
         ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=9)
-    return png(fig)
+    return fig
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:

@@ -318,6 +318,13 @@ def _metrics_table(evaluations: list[Evaluation]) -> str:
             f"</tbody></table><p class='hint'>{html.escape(TABLE_NOTE)}</p>")
 
 
+# which way is better for each column of the after − before table: 1 higher, -1 lower, 0 neither
+# (more tool use or more confirmations is not better in itself)
+BETTER = {"acc_t1": 1, "acc_t2": 1, "no_answer_rate": -1, "delta": 1, "delta_i_to_c": 1, "delta_c_to_i": -1,
+          "tool_use_rate": 0, "tool_error_rate": -1, "confirmatory_rate": 0, "verification_precision": 1,
+          "vacuous_check_rate": -1}
+
+
 def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
     old = {(r.env, r.config): r for r in before}
     lines = []
@@ -328,14 +335,17 @@ def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
         for _, key in COLUMNS:
             a, b = getattr(prior.metrics, key), getattr(row.metrics, key)
             diff = 100 * (b.value - a.value) if a.n and b.n else None
-            cls = "" if diff is None or abs(diff) < 0.05 else (" class='up'" if diff > 0 else " class='down'")
+            better = 0 if diff is None or abs(diff) < 0.05 else BETTER[key] * diff
+            cls = " class='good'" if better > 0 else " class='bad'" if better < 0 else ""
             cells.append(f"<td{cls}>{'–' if diff is None else f'{diff:+.1f}'}</td>")
         lines.append(f"<tr><td>{html.escape(row.env)}</td><td>{html.escape(row.config)}</td>{''.join(cells)}</tr>")
     if not lines:
         return note("The evaluations before and after share no env × configuration to compare.")
     heads = "".join(f"<th>{h}</th>" for h in ("env", "config", *(c for c, _ in COLUMNS)))
     return (f"<h3>After − before (percentage points)</h3><table><thead><tr>{heads}</tr></thead>"
-            f"<tbody>{''.join(lines)}</tbody></table>")
+            f"<tbody>{''.join(lines)}</tbody></table><p class='hint'>Green: better, red: worse (lower is "
+            "better for no answer, Δc→i, tool errors and vacuous checks); tool use and confirmations are not "
+            "coloured. –: not measured in one of the two.</p>")
 
 
 def _describe(e: Evaluation) -> str:

@@ -11,14 +11,16 @@ from training.trajectory import Trajectory
 
 KINDS = {(True, True): ("right → right", "rr"), (True, False): ("right → wrong", "rw"),
          (False, True): ("wrong → right", "wr"), (False, False): ("wrong → wrong", "ww")}
-PRIORITY = {"wr": 0, "rw": 1, "ww": 2, "rr": 3}
+PRIORITY = {"wr": 0, "rw": 1, "ww": 2, "na": 3, "rr": 4}
 ROLE_LABELS = {"user": "question", "assistant": "model", "tool": "tool", "verify": "verify request",
                "feedback": "format feedback"}
 ACTION = re.compile(r"(<tool_call>.*?</tool_call>|```.*?```)", re.DOTALL)
 
 
 def outcome(t: Trajectory) -> tuple[str, str]:
-    right = [a.right for a in t.attempts] or [False]
+    if not t.attempts:  # not the same as a wrong answer: the run never gave one
+        return "no answer", "na"
+    right = [a.right for a in t.attempts]
     return KINDS[right[0], right[-1]]
 
 
@@ -70,12 +72,13 @@ h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2e
 img { max-width: 100%; display: block; margin: .8em 0; } small { color: #777; } summary { cursor: pointer; }
 table { border-collapse: collapse; font-size: 12.5px; margin: .6em 0; } th { background: #f4f4f4; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; } td:nth-child(-n+3) { text-align: left; }
-tr.all { font-weight: 600; background: #fafafa; } td.up { color: #1a7f37; } td.down { color: #c62828; }
+tr.all { font-weight: 600; background: #fafafa; } td.good { color: #1a7f37; } td.bad { color: #c62828; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .4em .8em; } .hint, .meta { color: #666; }
 details { border: 1px solid #ddd; border-radius: 4px; margin: .4em 0; padding: .3em .6em; }
 .badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white; }
 .badge.wr { background: #1a7f37; } .badge.rw { background: #c62828; } .badge.rr { background: #6b8e6b; }
-.badge.ww { background: #8d6e63; } .msg { margin: .4em 0; border-left: 4px solid #bbb; padding: .2em .6em; }
+.badge.ww { background: #8d6e63; } .badge.na { background: #9e9e9e; }
+.msg { margin: .4em 0; border-left: 4px solid #bbb; padding: .2em .6em; }
 .msg .role { font-size: 11px; text-transform: uppercase; color: #555; font-weight: 600; }
 .msg pre { margin: .2em 0; white-space: pre-wrap; word-break: break-word; font-size: 12.5px; }
 .msg.user { border-color: #0288d1; background: #f1f8fd; } .msg.assistant { border-color: #555; }

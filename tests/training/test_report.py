@@ -218,3 +218,45 @@ def test_a_training_run_without_evaluation_gets_the_commands_that_evaluate_it(tm
     assert result.exit_code == 0, result.output[-2000:]
     assert "before" in write_report(run_dir).read_text(encoding="utf-8")
     assert (run_dir / "eval_before" / "eval.json").is_file()
+
+
+def test_plot_steps_are_whole_numbers():
+    from training.plots import line_figure
+
+    fig = line_figure("t", [0.0, 1.0, 2.0], {"a": [0.1, 0.5, 0.2]})
+    ticks = [t for t in fig.axes[0].get_xticks() if 0 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_a_run_without_an_answer_is_shown_as_no_answer_not_wrong():
+    from training.report_html import outcome
+
+    silent = trajectory(0, 0.0, None).model_copy(update={"attempts": [], "stop_reason": "max_turns"})
+    assert outcome(silent) == ("no answer", "na")
+    assert outcome(trajectory(1, 0.0, None)) == ("wrong → wrong", "ww")
+
+
+def _change_cells(page: str) -> dict[str, str]:
+    import re
+
+    from training.eval import REPORT_COLUMNS
+
+    table = page.split("After − before")[1].split("</table>")[0]
+    cells = re.findall(r"<td( class='(\w+)')?>", table)[2:]  # after env and config
+    return {header: cls for (header, _), (_, cls) in zip(REPORT_COLUMNS, cells, strict=True)}
+
+
+def test_after_minus_before_colours_say_better_or_worse_for_every_column(tmp_path):
+    from training.eval import REPORT_COLUMNS
+    from training.report import BETTER
+
+    assert set(BETTER) == {key for _, key in REPORT_COLUMNS}  # a new column must say which way is better
+    kept, broken = [(1.0, 1.0)] * 4, [(1.0, 0.0)] * 4
+    for name, before, after, colour in (("worse", kept, broken, "bad"), ("better", broken, kept, "good")):
+        run = tmp_path / name
+        write_eval(run / "eval_before", before)
+        write_eval(run / "eval_after", after)
+        cells = _change_cells(write_report(run).read_text(encoding="utf-8"))
+        assert cells["Δc→i"] == colour and cells["Acc@t2"] == colour and cells["Δ"] == colour
+        assert cells["confirm."] == "" and cells["tool use"] == ""  # unchanged (and never coloured)
+        assert cells["Acc@t1"] == ""  # unchanged
