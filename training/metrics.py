@@ -15,8 +15,10 @@ computation cannot catch the error it exists for.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -119,23 +121,59 @@ def _call_key(message: dict) -> str:
     return json.dumps([message.get("name", ""), arguments], sort_keys=True, default=str)
 
 
-def verify_calls(traj: Trajectory) -> tuple[list[str], list[str]] | None:
-    """Tool calls before and after the (first) verify instruction; ``None`` if the run never got one."""
+def verify_calls(traj: Trajectory) -> tuple[list[dict], list[dict]] | None:
+    """Tool calls (the ``tool`` messages) before and after the (first) verify instruction; ``None`` if
+    the run never got one."""
     roles = [m.get("role") for m in traj.messages]
     if "verify" not in roles:
         return None
     at = roles.index("verify")
-    calls = [(i, _call_key(m)) for i, m in enumerate(traj.messages) if m.get("role") == "tool"]
-    return [k for i, k in calls if i < at], [k for i, k in calls if i > at]
+    calls = [(i, m) for i, m in enumerate(traj.messages) if m.get("role") == "tool"]
+    return [m for i, m in calls if i < at], [m for i, m in calls if i > at]
 
 
 def is_vacuous_check(traj: Trajectory) -> bool | None:
-    """True when the verify step ran no tool call, or only calls the first attempt had made."""
+    """True when the verify step computed nothing new: no tool call, or only calls that repeat the
+    first attempt's own, or that compute nothing from the question (``computes_nothing``)."""
     split = verify_calls(traj)
     if split is None:
         return None
     before, after = split
-    return not set(after) - set(before)
+    repeated = {_call_key(m) for m in before}
+    numbers = _numbers(traj.question)
+    return all(_call_key(m) in repeated or computes_nothing((m.get("arguments") or {}).get("code"), numbers)
+               for m in after)
+
+
+def computes_nothing(code: object, question_numbers: set[float]) -> bool:
+    """Code that only prints constants (``print(10160)``: the answer written out), or whose numbers
+    are none of the question's (``print(10160 * 1)``). Such a "check" is decided before it runs: it
+    cannot catch an error, and a reward for checking must not pay for it. Code that does not parse,
+    or uses no number at all, is not judged here."""
+    if not isinstance(code, str):
+        return False
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    nodes = list(ast.walk(tree))
+    if not any(isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n)) for n in nodes):
+        return True
+    literals = {float(n.value) for n in nodes
+                if isinstance(n, ast.Constant) and isinstance(n.value, int | float) and not isinstance(n.value, bool)}
+    return bool(literals) and bool(question_numbers) and not literals & question_numbers
+
+
+_COMPUTING = (ast.BinOp, ast.BoolOp, ast.Compare, ast.Subscript, ast.For, ast.While, ast.comprehension,
+              ast.FunctionDef, ast.Lambda)
+
+
+def _is_print(call: ast.Call) -> bool:
+    return isinstance(call.func, ast.Name) and call.func.id == "print"
+
+
+def _numbers(text: str) -> set[float]:
+    return {float(x) for x in re.findall(r"\d+(?:\.\d+)?", text or "")}
 
 
 def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:

@@ -82,19 +82,36 @@ def test_a_check_without_a_tool_call_is_vacuous_and_a_run_without_one_is_not_cou
     assert is_vacuous_check(unverified) is None and compute_metrics([unverified]).vacuous_check_rate.n == 0
 
 
-def test_a_respaced_copy_of_the_first_code_is_still_a_repeat():
+def _checked_with(check_code, question="What is 48 + 36 * 7?"):
     from training.trajectory import Trajectory
 
-    def run(check_code):
-        messages = [{"role": "user", "content": "q"},
-                    {"role": "tool", "name": "python", "arguments": {"code": "print(48 + 63 * 7)"}},
-                    {"role": "verify", "content": "check"},
-                    {"role": "tool", "name": "python", "arguments": {"code": check_code}}]
-        return Trajectory(task_id="t", prompt_ids=[], completion_ids=[], env_mask=[], logprobs=[], messages=messages)
+    messages = [{"role": "user", "content": question},
+                {"role": "tool", "name": "python", "arguments": {"code": "print(48 + 63 * 7)"}},
+                {"role": "verify", "content": "check"},
+                {"role": "tool", "name": "python", "arguments": {"code": check_code}}]
+    return Trajectory(task_id="t", question=question, prompt_ids=[], completion_ids=[], env_mask=[], logprobs=[],
+                      messages=messages)
 
-    assert is_vacuous_check(run("print(48+63*7)")) is True
-    assert is_vacuous_check(run("print(\n  48 + 63*7 )")) is True
-    assert is_vacuous_check(run("print(48 + 36 * 7)")) is False
+
+@pytest.mark.parametrize("code", ["print(48+63*7)", "print(\n  48 + 63*7 )"])
+def test_a_respaced_copy_of_the_first_code_is_still_a_repeat(code):
+    assert is_vacuous_check(_checked_with(code)) is True
+
+
+@pytest.mark.parametrize("code", ["print(489)", "print(-489.0)", "x = 489\nprint(x)", "print(489 * 1)"])
+def test_a_check_that_prints_its_answer_computes_nothing(code):
+    """The first way a reward for checking was gamed: the verify turn printed the answer it had."""
+    assert is_vacuous_check(_checked_with(code)) is True
+
+
+@pytest.mark.parametrize("code", ["print(48 + 36 * 7)", "a = 36 * 7\nprint(a + 48)", "print(sum([48, 36 * 7]))"])
+def test_a_computation_from_the_question_is_a_real_check(code):
+    assert is_vacuous_check(_checked_with(code)) is False
+
+
+def test_code_without_numbers_or_that_does_not_parse_is_not_judged():
+    assert is_vacuous_check(_checked_with("print(f(x))")) is False
+    assert is_vacuous_check(_checked_with("print(48 +")) is False
 
 
 def test_unknown_probe_is_refused_before_anything_runs(scripted):
