@@ -3,6 +3,7 @@ agent options and probes), without training: how a prompt change or a checkpoint
 own terms.
 
     .venv/bin/python bench/eval_config.py --config configs/learning.toml --out runs/eval-base [--model PATH]
+    .venv/bin/python bench/eval_config.py --rescore runs/eval-base   # metrics again from its trajectories
 """
 
 from __future__ import annotations
@@ -15,11 +16,25 @@ from _common import ROOT  # noqa: F401  (puts the project on sys.path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--model", help="a model to evaluate instead of the config's model.name")
+    parser.add_argument("--rescore", type=Path, metavar="DIR",
+                        help="recompute a saved evaluation's metrics from its trajectories (no model runs)")
     args = parser.parse_args()
     from rich.console import Console
+
+    if args.rescore:
+        from training.eval import EvalReport
+
+        report = EvalReport.load(args.rescore).rescored()
+        report.save(args.rescore)
+        Console().print(report.table())
+        if report.probes:
+            Console().print(report.probe_table())
+        return
+    if not (args.config and args.out):
+        parser.error("--config and --out are required (or --rescore DIR)")
 
     from agent.hf_policy import HFPolicy
     from anchorloop.demo import evaluate_config

@@ -32,6 +32,7 @@ from training.trajectory import Trajectory, read_jsonl, save_jsonl
 EVAL_FILE = "eval.json"
 TRAJECTORIES_FILE = "trajectories.jsonl"
 BASELINE = "baseline"
+PROBE_PREFIX = "probe:"  # the saved trajectories of a probe are labelled "probe:<name>"
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,18 @@ class EvalReport(BaseModel):
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
         save_trajectories(self.trajectories, out_dir / TRAJECTORIES_FILE)
         return path
+
+    def rescored(self) -> EvalReport:
+        """The rows and probe results computed again from the saved trajectories, with the metrics as
+        they are defined now (a definition that changed, such as what counts as a vacuous check)."""
+        if BASELINE not in self.trajectories:
+            raise ValueError("this evaluation was saved without its trajectories; evaluate again")
+        probes = []
+        for result in self.probes:
+            runs = [t for t in self.trajectories.get(PROBE_PREFIX + result.probe, []) if t.env == result.env]
+            baseline = [t for t in self.trajectories[BASELINE] if t.env == result.env]
+            probes.append(probe_result(result.env, baseline, runs))
+        return self.model_copy(update={"rows": eval_rows(self.trajectories, self.envs), "probes": probes})
 
     @classmethod
     def load(cls, path: str | Path) -> EvalReport:
@@ -236,7 +249,7 @@ def evaluate(
         for env in environments:
             baseline = [t for t in by_config[BASELINE] if t.env == env.name]
             runs = run_probe(policy, env, tasks[env.name], baseline, seed=seed, console=console, **agent_kwargs)
-            by_config.setdefault(f"probe:{probe}", []).extend(runs)
+            by_config.setdefault(PROBE_PREFIX + probe, []).extend(runs)
             results.append(probe_result(env.name, baseline, runs))
     seconds = time.perf_counter() - started
 

@@ -71,6 +71,28 @@ def test_the_probe_tells_a_real_check_from_a_vacuous_one(scripted, rerun, fixes,
     assert all(first_attempt_code(t) is None for t in injected)  # the given code is not the model's
 
 
+def test_a_saved_evaluation_is_rescored_from_its_trajectories(scripted, tmp_path):
+    """Rescoring reproduces the rows and probe results it was saved with, and follows a changed
+    definition: here every saved verify step is made to repeat its first attempt's code."""
+    from training.eval import EvalReport
+
+    env = get_env("arithmetic", level=1)
+    policy = scripted(checker(scripted.tokenizer, rerun_own_code=False))
+    evaluate(policy, [env], n=3, probes=["injected-errors"], exemplars=[], max_turns=4).save(tmp_path)
+    saved = EvalReport.load(tmp_path)
+    again = saved.rescored()
+    assert again.rows == saved.rows and again.probes == saved.probes
+    for runs in saved.trajectories.values():
+        for t in runs:
+            tools = [m for m in t.messages if m["role"] == "tool"]
+            for m in tools[1:]:
+                m["arguments"] = tools[0]["arguments"]
+    changed = saved.rescored()
+    assert changed.probes[0].vacuous_check_rate.value == 1.0
+    assert changed.row("arithmetic").metrics.vacuous_check_rate.value == 1.0
+    assert saved.probes[0].vacuous_check_rate.value == 0.0
+
+
 def test_a_check_without_a_tool_call_is_vacuous_and_a_run_without_one_is_not_counted(scripted):
     env = get_env("arithmetic", level=1)
     answers = iter(["Final answer: 1", "Final answer: 1"])
