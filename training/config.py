@@ -67,7 +67,7 @@ class RewardConfig(_Section):
     progress: float = 1.0
     format: float = 0.0
     tool: float = 0.0
-    check: float = 0.0  # −weight for a verify step that computed nothing new (a vacuous check)
+    check: float = 0.0  # −weight × last score when the verify step computed nothing new (a vacuous check)
 
 
 class TrainingConfig(_Section):

@@ -39,10 +39,14 @@ def tool_score(completions: Sequence[Any], tool_calls: Sequence[int], tool_error
     return [(1.0 if c else 0.0) - min(1.0, e / max(c, 1)) for c, e in zip(tool_calls, tool_errors, strict=True)]
 
 
-def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], **_: Any) -> list[float]:
-    """−1 when the verify step computed nothing new (no tool call, or only the first attempt's own calls
-    again): such a check cannot catch the error it exists for (``training.metrics.is_vacuous_check``)."""
-    return [-float(v) for v in vacuous_check]
+def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], last_score: Sequence[float],
+                **_: Any) -> list[float]:
+    """−(last score) when the verify step computed nothing new (no tool call, the first attempt's own
+    calls again, or nothing computed from the question: ``training.metrics.is_vacuous_check``): a right
+    answer kept by such a check is worth less than one kept by a real check. Wrong answers are not
+    charged: a charge there pays any wrong computation over a vacuous one, and within four steps at
+    lr 1e-4 the verify turn learned to print long made-up products of the question's numbers."""
+    return [-float(v) * float(s) for v, s in zip(vacuous_check, last_score, strict=True)]
 
 
 TERMS: dict[str, Callable[..., list[float]]] = {

@@ -80,15 +80,16 @@ def test_check_term_costs_a_vacuous_verify_step_and_the_first_attempt_view_has_n
     from training.grpo import first_attempt_view
 
     weights = RewardConfig(correctness=1.0, progress=1.0, format=0.0, tool=0.0, check=0.5)
-    fields = {"first_score": [1, 1, 0], "last_score": [1, 1, 1], "parse_errors": [0] * 3, "turns": [2] * 3,
-              "tool_calls": [1] * 3, "tool_errors": [0] * 3, "vacuous_check": [1, 0, 0]}
-    # right→right by re-running its own code: 1 − 0.5; right→right by a new computation: 1; wrong→right: 2
-    assert total_rewards(weights, fields) == [0.5, 1.0, 2.0]
-    rows = [{k: v[i] for k, v in fields.items()} for i in range(3)]
+    fields = {"first_score": [1, 1, 0, 0, 0], "last_score": [1, 1, 1, 0, 0], "parse_errors": [0] * 5,
+              "turns": [2] * 5, "tool_calls": [1] * 5, "tool_errors": [0] * 5, "vacuous_check": [1, 0, 0, 1, 0]}
+    # right→right by re-running its own code: 1 − 0.5; right→right by a new computation: 1; wrong→right: 2;
+    # wrong→wrong costs nothing more for a vacuous check than for a made-up computation
+    assert total_rewards(weights, fields) == [0.5, 1.0, 2.0, 0.0, 0.0]
+    rows = [{k: v[i] for k, v in fields.items()} for i in range(5)]
     first = [row | first_attempt_view(row) for row in rows]
     as_fields = {k: [row[k] for row in first] for k in fields}
     # scored as if each run had stopped at its first answer: its correctness, no bonus, no check to judge
-    assert total_rewards(weights, as_fields) == [1.0, 1.0, 0.0]
+    assert total_rewards(weights, as_fields) == [1.0, 1.0, 0.0, 0.0, 0.0]
 
 
 def test_no_signal_fraction_counts_flat_groups():
