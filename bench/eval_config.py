@@ -24,14 +24,15 @@ def main() -> None:
     args = parser.parse_args()
     from rich.console import Console
 
+    console = Console()
     if args.rescore:
         from training.eval import EvalReport
 
         report = EvalReport.load(args.rescore).rescored()
         report.save(args.rescore)
-        Console().print(report.table())
+        console.print(report.table())
         if report.probes:
-            Console().print(report.probe_table())
+            console.print(report.probe_table())
         return
     if not (args.config and args.out):
         parser.error("--config and --out are required (or --rescore DIR)")
@@ -41,7 +42,6 @@ def main() -> None:
     from training.config import load_config
 
     config = load_config(args.config)
-    console = Console()
     policy = HFPolicy.from_pretrained(args.model or config.model.name)
     try:
         report = evaluate_config(policy, config, args.out, console, args.model or config.model.name)

@@ -30,10 +30,10 @@ class WithTools(Env):
         from tools import load_tools
 
         own = self.env.tools()
-        names = [t for t in self.extra if isinstance(t, str)]
-        loaded = iter(load_tools(names))
+        offered = {t.name for t in own}
+        loaded = iter(load_tools([t for t in self.extra if isinstance(t, str)]))
         added = [next(loaded) if isinstance(t, str) else t for t in self.extra]
-        return own + [t for t in added if t.name not in {o.name for o in own}]
+        return own + [t for t in added if t.name not in offered]
 
     def tasks(self, split: Split = "test", n: int | None = None, seed: int = 0) -> list[Task]:
         return self.env.tasks(split, n=n, seed=seed)

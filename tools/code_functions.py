@@ -49,15 +49,14 @@ class CodeFunctions:
         self.tools = {t.name: t for t in tools if callable_in_code(t)}
         self.timeout_s = float(timeout_s)
         self.max_calls = int(max_calls)
+        # what the sandbox needs to define the functions: name, parameters in order, docstring; the
+        # tools are fixed, so this is built once rather than for every program run
+        self.specs = [{"name": name, "params": list(tool.args_schema.model_fields),
+                       "doc": cap_text(f"{signature(tool)}\n\n{tool.description}", 1800)}
+                      for name, tool in self.tools.items()]
 
     def __bool__(self) -> bool:
         return bool(self.tools)
-
-    def specs(self) -> list[dict[str, Any]]:
-        """What the sandbox needs to define the functions: name, parameters in order, docstring."""
-        return [{"name": name, "params": list(tool.args_schema.model_fields),
-                 "doc": cap_text(f"{signature(tool)}\n\n{tool.description}", 1800)}
-                for name, tool in self.tools.items()]
 
     def signatures(self) -> dict[str, str]:
         """A line per function, for the system prompt: ``days_between(date_a: str, date_b: str) -> int: …``."""
@@ -76,7 +75,7 @@ class CodeCalls:
 
     @property
     def specs(self) -> list[dict[str, Any]]:
-        return self.functions.specs()
+        return self.functions.specs
 
     @property
     def max_calls(self) -> int:

@@ -292,7 +292,7 @@ TABLE_NOTE = ("rates in %, 95% interval underneath (Wilson; Δ: Newcombe). no an
 
 def no_answer_text(m: Metrics) -> str:
     """``"no answer 2 · stopped: max_turns 2"``, under a row's name."""
-    return f"no answer {round(m.no_answer_rate.value * m.n)} · stopped: {stops_text(m)}"
+    return f"no answer {m.no_answers} · stopped: {stops_text(m)}"
 
 
 def format_rate(rate: Rate | DiffRate) -> tuple[str, str]:

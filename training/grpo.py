@@ -16,12 +16,12 @@ supports):
 - Per-attempt credit in Stage II (``credit="per_attempt"``, the default). Each attempt is credited
   with its own reward, as SCoRe's per-attempt rewards do: the tokens up to the first answer get the
   group-normalized advantage of the reward the run would have earned had the first answer been its
-  last (the same reward functions of ``first_attempt_view``: correctness of attempt 1, no progress
-  bonus, no verify step to judge), the verify turns that of the whole reward (correctness of the last answer plus
-  the progress bonus). One trajectory-level advantage
-  (``credit="trajectory"``) would pay a first attempt for being wrong: wrong→right (1 + α) outranks
-  right→right (1), and right→wrong (−α) ranks below wrong→wrong (0), so the policy learns to start
-  wrong. That is how the earlier lr 1e-4 runs collapsed (BENCHMARKS.md "Learning to check").
+  last (the same reward functions on ``first_attempt_view``: correctness of attempt 1, no progress
+  bonus, no verify step to judge); the verify turns get that of the whole reward (correctness of the
+  last answer plus the progress bonus). One trajectory-level advantage (``credit="trajectory"``)
+  would pay a first attempt for being wrong: wrong→right (1 + α) outranks right→right (1), and
+  right→wrong (−α) ranks below wrong→wrong (0), so the policy learns to start wrong. That is how the
+  earlier lr 1e-4 runs collapsed (BENCHMARKS.md "Learning to check").
 
 TRL names we rely on that are not public API (check these on a TRL upgrade):
 - ``_generate_and_score_completions``: the one place where advantages exist before the loss; Stage I

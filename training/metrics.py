@@ -8,9 +8,9 @@ answer did not change. Verification precision: of those confirmations, the share
 at least 0.5; runs with no answer count as wrong for accuracy, and are counted apart as "no answer"
 (with why each run stopped), so that a table of runs that never answered does not read as one of
 wrong answers. Vacuous check rate: of the runs that went
-through the verify step, the share whose check computed nothing new — no tool call, or only calls
-the first attempt had already made (the same code, the same query): a check that repeats the
-computation cannot catch the error it exists for.
+through the verify step, the share whose check computed nothing new — no tool call, only calls the
+first attempt had already made (the same code, the same query), or code that computes nothing from
+the question (``computes_nothing``: ``print(489)``): such a check cannot catch the error it exists for.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class Metrics(BaseModel):
     confirmatory_rate: Rate
     verification_precision: Rate
     vacuous_check_rate: Rate  # verify steps that computed nothing new (see ``is_vacuous_check``)
+
+    @property
+    def no_answers(self) -> int:
+        """How many runs ended without an answer."""
+        return round(self.no_answer_rate.value * self.n)
     mean_turns: float
     mean_tool_calls: float
     mean_model_tokens: float
@@ -233,7 +238,7 @@ def stops_text(m: Metrics) -> str:
 
 
 def summary_line(name: str, m: Metrics) -> str:
-    unanswered = round(m.no_answer_rate.value * m.n)
+    unanswered = m.no_answers
     line = (f"{name}: {m.n} runs | Acc@t1 {100 * m.acc_t1.value:.1f}% | Acc@t2 {100 * m.acc_t2.value:.1f}% | "
             f"no answer {unanswered}/{m.n} | Δ {100 * m.delta.value:+.1f} | Δi→c {100 * m.delta_i_to_c.value:.1f}% | "
             f"Δc→i {100 * m.delta_c_to_i.value:.1f}% | tool use {100 * m.tool_use_rate.value:.0f}% | "

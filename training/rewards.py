@@ -1,9 +1,9 @@
 """Reward terms for self-correction, as TRL reward functions over per-trajectory fields.
 
 The rollout forwards ``first_score``, ``last_score``, ``parse_errors``, ``turns``, ``tool_calls``,
-``tool_errors`` and ``vacuous_check`` for every completion; TRL passes them to each function as lists. SCoRe's reward is
-the last attempt's correctness plus ``alpha * (r_last - r_first)``: the bonus makes "repeat the first
-answer" worth less than fixing it, and costs a right→wrong change twice.
+``tool_errors`` and ``vacuous_check`` for every completion; TRL passes them to each function as
+lists. SCoRe's reward is the last attempt's correctness plus ``alpha * (r_last - r_first)``: the
+bonus makes "repeat the first answer" worth less than fixing it, and costs a right→wrong change twice.
 """
 
 from __future__ import annotations
