@@ -31,6 +31,7 @@ from agent.prompts import (
     Exemplar,
     exemplar_messages,
     system_prompt,
+    verify_message,
 )
 from agent.protocols import ToolCall, get_protocol
 from agent.sync import run_sync
@@ -70,6 +71,7 @@ def build_agent(
     max_tool_calls: int = 6,
     self_correct: bool = True,
     verify_with_tools: bool = True,
+    restate_question: bool = False,
     checkpointer: Any = None,
     sampling: SamplingParams | None = None,
     system_hint: str = "",
@@ -80,6 +82,7 @@ def build_agent(
     """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
 
     ``protocol``: ``"code"``, ``"json"``, or ``"auto"`` (code when a ``python`` tool is given).
+    ``restate_question``: the verify turn quotes the question before its instruction.
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
     ``<tool_call>`` tools.
@@ -105,6 +108,7 @@ def build_agent(
             tools,
             fmt,
             verify_text if self_correct else None,
+            restate_question=restate_question,
         )
     )
 
@@ -128,8 +132,9 @@ def build_agent(
             raise ValueError("A given first_attempt is there to be verified; build the agent with self_correct=True.")
         if given:  # the run starts at the verify step, from an attempt the model did not write
             turns, shown_turns, attempt = await given_attempt(given)
-            conversation += turns + [{"role": "user", "content": verify_text}]
-            shown += shown_turns + [{"role": "verify", "content": verify_text}]
+            verify = verify_message(verify_text, question, restate_question)
+            conversation += turns + [{"role": "user", "content": verify}]
+            shown += shown_turns + [{"role": "verify", "content": verify}]
             fresh["attempts"] = [attempt]
         return fresh | {
             "prompt_ids": fmt.prompt_ids(preamble + conversation, tools=schemas), "messages": shown,
@@ -201,8 +206,8 @@ def build_agent(
         return {"attempts": state.get("attempts", []) + [attempt]}
 
     async def ask_to_verify(state: AgentState) -> dict:
-        return inserted([{"role": "user", "content": verify_text}], state,
-                        [{"role": "verify", "content": verify_text}])
+        verify = verify_message(verify_text, safe_text(state["question"]), restate_question)
+        return inserted([{"role": "user", "content": verify}], state, [{"role": "verify", "content": verify}])
 
     async def finish(state: AgentState) -> dict:
         return {"stop_reason": "verified" if len(state.get("attempts", [])) > 1 else "answered"}

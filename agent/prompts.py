@@ -28,10 +28,17 @@ VERIFY_WITH_TOOLS = (
     "way, from the question itself rather than from your code, or look it up. If the check agrees, repeat "
     "it as 'Final answer: ...'. If it does not, give the corrected 'Final answer: ...'."
 )
+RESTATED = "The question was: {question}\n\n"  # put before the verify instruction by ``restate_question``
 VERIFY_WITHOUT_TOOLS = (
     "Check this answer by reasoning step by step, without tools. If it holds, repeat it as "
     "'Final answer: ...'. If it does not, give the corrected 'Final answer: ...'."
 )
+
+
+def verify_message(instruction: str, question: str, restate_question: bool) -> str:
+    """The verify turn's text; with ``restate_question`` it quotes the question first, so that writing
+    the check from the question is as close at hand as copying the first attempt's code."""
+    return RESTATED.format(question=question) + instruction if restate_question else instruction
 
 
 @dataclass
@@ -91,6 +98,7 @@ async def exemplar_messages(
     fmt: ChatFormat,
     verify_instruction: str | None,
     limit: int = 2,
+    restate_question: bool = False,
 ) -> list[dict]:
     """Chat turns for the exemplars whose tools are all available, observations from real calls."""
     by_name = {t.name: t for t in tools}
@@ -104,7 +112,8 @@ async def exemplar_messages(
         ok = True
         for i, step in enumerate(steps):
             if verify_instruction and i == len(ex.first):
-                turns.append({"role": "user", "content": verify_instruction})
+                turns.append({"role": "user",
+                              "content": verify_message(verify_instruction, ex.question, restate_question)})
             if step.answer is not None:
                 turns.append({"role": "assistant", "content": f"Final answer: {step.answer}"})
                 continue

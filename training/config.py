@@ -52,12 +52,14 @@ class AgentConfig(_Section):
     temperature: float = Field(0.8, gt=0.0)
     self_correct: bool = True
     verify_with_tools: bool = True
+    restate_question: bool = False  # the verify turn quotes the question before asking for the check
 
     def build_options(self) -> dict[str, Any]:
         """The ``build_agent`` options this section sets (sampling is the caller's: training samples,
         evaluation is greedy)."""
         return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
-                "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools}
+                "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools,
+                "restate_question": self.restate_question}
 
 
 class RewardConfig(_Section):
