@@ -25,11 +25,11 @@ from langgraph.graph import END, START, StateGraph
 from agent.chat_format import ChatFormat
 from agent.policy import Policy, SamplingParams
 from agent.prompts import (
-    EXEMPLARS,
     VERIFY_WITH_TOOLS,
     VERIFY_WITHOUT_TOOLS,
     Exemplar,
     exemplar_messages,
+    exemplar_set,
     system_prompt,
     verify_message,
 )
@@ -75,13 +75,14 @@ def build_agent(
     checkpointer: Any = None,
     sampling: SamplingParams | None = None,
     system_hint: str = "",
-    exemplars: list[Exemplar] | None = None,
+    exemplars: list[Exemplar] | str | None = None,
     tool_timeout_s: float = 60.0,
     code_functions: bool = True,
 ) -> Any:
     """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
 
     ``protocol``: ``"code"``, ``"json"``, or ``"auto"`` (code when a ``python`` tool is given).
+    ``exemplars``: worked examples, or the name of a set in ``agent.prompts.EXEMPLAR_SETS``.
     ``restate_question``: the verify turn quotes the question before its instruction.
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
@@ -103,7 +104,7 @@ def build_agent(
     preamble = [{"role": "system", "content": system_prompt(proto, tools, fmt, system_hint)}]
     preamble += run_sync(
         exemplar_messages(
-            EXEMPLARS if exemplars is None else exemplars,
+            exemplar_set(exemplars or "rewrite") if not isinstance(exemplars, list) else exemplars,
             proto,
             tools,
             fmt,

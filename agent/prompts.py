@@ -64,7 +64,7 @@ class Exemplar:
 # The two arithmetic exemplars show the check the verify step is for: the first attempt miscopies the
 # question (63 for 36) and the check, written afresh from the question, catches it; the second attempt
 # is right and the check, written another way, confirms it.
-EXEMPLARS = [
+REWRITE = [
     Exemplar(
         "What is 48 + 36 * 7?",
         [Step(tool="python", arguments={"code": "print(48 + 63 * 7)"}), Step(answer="489")],
@@ -75,12 +75,36 @@ EXEMPLARS = [
         [Step(tool="python", arguments={"code": "print(17 * 23 + 5)"}), Step(answer="396")],
         [Step(tool="python", arguments={"code": "print(5 + 23 * 17)"}), Step(answer="396")],
     ),
+]
+# The same two lessons with a check that is always another computation: the question worked in steps,
+# one named part at a time, so that it never repeats a one-line first attempt.
+STEPWISE = [
+    Exemplar(
+        "What is 48 + 36 * 7?",
+        [Step(tool="python", arguments={"code": "print(48 + 63 * 7)"}), Step(answer="489")],
+        [Step(tool="python", arguments={"code": "a = 36 * 7\nprint(48 + a)"}), Step(answer="300")],
+    ),
+    Exemplar(
+        "What is 17 * (23 + 5) - 4?",
+        [Step(tool="python", arguments={"code": "print(17 * (23 + 5) - 4)"}), Step(answer="472")],
+        [Step(tool="python", arguments={"code": "a = 23 + 5\nb = 17 * a\nprint(b - 4)"}), Step(answer="472")],
+    ),
+]
+LOOKUP = [
     Exemplar(
         "In which country is the city of Kyoto?",
         [Step(tool="wikipedia_search", arguments={"query": "Kyoto"}), Step(answer="Japan")],
         [Step(tool="wikipedia_page", arguments={"title": "Kyoto"}), Step(answer="Japan")],
     ),
 ]
+EXEMPLAR_SETS = {"rewrite": REWRITE + LOOKUP, "stepwise": STEPWISE + LOOKUP}  # by the check they show
+EXEMPLARS = EXEMPLAR_SETS["rewrite"]
+
+
+def exemplar_set(name: str) -> list[Exemplar]:
+    if name not in EXEMPLAR_SETS:
+        raise ValueError(f"Unknown exemplar set {name!r}; choose from {sorted(EXEMPLAR_SETS)}.")
+    return EXEMPLAR_SETS[name]
 
 
 def system_prompt(protocol: ActionProtocol, tools: list[Tool], fmt: ChatFormat, hint: str = "") -> str:

@@ -53,13 +53,22 @@ class AgentConfig(_Section):
     self_correct: bool = True
     verify_with_tools: bool = True
     restate_question: bool = False  # the verify turn quotes the question before asking for the check
+    exemplars: str = "rewrite"  # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite" or "stepwise"
+
+    @field_validator("exemplars")
+    @classmethod
+    def _known_exemplars(cls, name: str) -> str:
+        from agent.prompts import exemplar_set
+
+        exemplar_set(name)  # raises, naming the sets there are
+        return name
 
     def build_options(self) -> dict[str, Any]:
         """The ``build_agent`` options this section sets (sampling is the caller's: training samples,
         evaluation is greedy)."""
         return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
                 "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools,
-                "restate_question": self.restate_question}
+                "restate_question": self.restate_question, "exemplars": self.exemplars}
 
 
 class RewardConfig(_Section):

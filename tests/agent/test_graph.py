@@ -215,3 +215,39 @@ def test_tools_that_break_the_contract_become_error_observations_at_the_deadline
     assert quit_obs == "Tool 'quit' failed: SystemExit: 1"
     assert stubborn_obs == "Tool 'stubborn' took longer than 0.2 s and was stopped."
     assert state["tool_errors"] == 2 and state["stop_reason"] == "answered"
+
+
+def test_restate_question_quotes_the_question_in_the_verify_turn(scripted):
+    policy, agent = make(scripted, [CALL, "Final answer: 5", CALL, "Final answer: 5"], restate_question=True)
+    state = run(agent, "What is 2 + 3?")
+    verify = next(m["content"] for m in state["messages"] if m["role"] == "verify")
+    assert verify.startswith("The question was: What is 2 + 3?\n\n") and "Check this answer" in verify
+    text = policy.tokenizer.decode(state["prompt_ids"] + state["completion_ids"])
+    assert text.count("What is 2 + 3?") == 2  # asked, then quoted by the verify turn
+
+
+def test_restate_question_also_for_a_given_first_attempt_and_in_exemplars(scripted):
+    from tools import get_tool
+
+    python = get_tool("python")
+    policy = scripted(["Final answer: 5"])
+    agent = build_agent(policy, [python], protocol="code", restate_question=True, exemplars="stepwise")
+    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
+    state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+    text = policy.tokenizer.decode(state["prompt_ids"])
+    assert "The question was: What is 2 + 3?" in text
+    # the stepwise exemplars' checks, with their real outputs, each after its own question quoted
+    assert "The question was: What is 48 + 36 * 7?" in text and "a = 36 * 7\nprint(48 + a)" in text
+    assert "b = 17 * a\nprint(b - 4)" in text and "472" in text
+    plain = build_agent(policy, [python], protocol="code")  # the default set shows one-line rewrites
+    assert "print(5 + 23 * 17)" in policy.tokenizer.decode(
+        asyncio.run(plain.ainvoke({"question": "q", "first_attempt": given}))["prompt_ids"])
+
+
+def test_an_unknown_exemplar_set_names_the_known_ones(scripted):
+    from training.config import AgentConfig
+
+    with pytest.raises(ValueError, match="stepwise"):
+        build_agent(scripted([]), [add], protocol="json", exemplars="stepwize")
+    with pytest.raises(ValueError, match="stepwise"):
+        AgentConfig(exemplars="stepwize")
