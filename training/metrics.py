@@ -139,15 +139,34 @@ def verify_calls(traj: Trajectory) -> tuple[list[dict], list[dict]] | None:
 
 def is_vacuous_check(traj: Trajectory) -> bool | None:
     """True when the verify step computed nothing new: no tool call, or only calls that repeat the
-    first attempt's own, or that compute nothing from the question (``computes_nothing``)."""
+    first attempt's own, compute nothing from the question (``computes_nothing``), or carry over a
+    number the first attempt made up (one its code has and the question does not: copied from the
+    code, not read from the question)."""
     split = verify_calls(traj)
     if split is None:
         return None
     before, after = split
     repeated = {_call_key(m) for m in before}
     numbers = _numbers(traj.question)
-    return all(_call_key(m) in repeated or computes_nothing((m.get("arguments") or {}).get("code"), numbers)
+    made_up = set().union(*(_literals(_code(m)) for m in before)) - numbers
+    return all(_call_key(m) in repeated or computes_nothing(_code(m), numbers) or bool(_literals(_code(m)) & made_up)
                for m in after)
+
+
+def _code(call: dict) -> object:
+    return (call.get("arguments") or {}).get("code")
+
+
+def _literals(code: object) -> set[float]:
+    """The number literals of a piece of Python code (empty when it is not code or does not parse)."""
+    if not isinstance(code, str):
+        return set()
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    return {float(n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, int | float) and not isinstance(n.value, bool)}
 
 
 def computes_nothing(code: object, question_numbers: set[float]) -> bool:
@@ -164,8 +183,7 @@ def computes_nothing(code: object, question_numbers: set[float]) -> bool:
     nodes = list(ast.walk(tree))
     if not any(isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n)) for n in nodes):
         return True
-    literals = {float(n.value) for n in nodes
-                if isinstance(n, ast.Constant) and isinstance(n.value, int | float) and not isinstance(n.value, bool)}
+    literals = _literals(code)
     return bool(literals) and bool(question_numbers) and not literals & question_numbers
 
 

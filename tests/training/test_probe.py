@@ -126,6 +126,12 @@ def test_a_check_that_prints_its_answer_computes_nothing(code):
     assert is_vacuous_check(_checked_with(code)) is True
 
 
+@pytest.mark.parametrize("code", ["a = 63 * 7\nprint(48 + a)", "print(63 * 7 + 48)"])
+def test_a_check_that_carries_over_the_first_attempts_made_up_number_is_a_copy(code):
+    """Written another way, but from the code: 63 is in the first attempt and not in the question."""
+    assert is_vacuous_check(_checked_with(code)) is True
+
+
 @pytest.mark.parametrize("code", ["print(48 + 36 * 7)", "a = 36 * 7\nprint(a + 48)", "print(sum([48, 36 * 7]))"])
 def test_a_computation_from_the_question_is_a_real_check(code):
     assert is_vacuous_check(_checked_with(code)) is False
