@@ -32,6 +32,7 @@ from agent.prompts import (
     exemplar_set,
     system_prompt,
     verify_message,
+    with_tool_examples,
 )
 from agent.protocols import ToolCall, get_protocol
 from agent.sync import run_sync
@@ -82,7 +83,8 @@ def build_agent(
     """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
 
     ``protocol``: ``"code"``, ``"json"``, or ``"auto"`` (code when a ``python`` tool is given).
-    ``exemplars``: worked examples, or the name of a set in ``agent.prompts.EXEMPLAR_SETS``.
+    ``exemplars``: the worked examples to show, or the name of a set in ``agent.prompts.EXEMPLAR_SETS``
+    (default ``"rewrite"``), shown with one more per tool that carries an ``example``.
     ``restate_question``: the verify turn quotes the question before its instruction.
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
@@ -102,16 +104,10 @@ def build_agent(
     verify_text = VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS
     schemas = [t.json_schema() for t in tools]
     preamble = [{"role": "system", "content": system_prompt(proto, tools, fmt, system_hint)}]
-    preamble += run_sync(
-        exemplar_messages(
-            exemplar_set(exemplars or "rewrite") if not isinstance(exemplars, list) else exemplars,
-            proto,
-            tools,
-            fmt,
-            verify_text if self_correct else None,
-            restate_question=restate_question,
-        )
-    )
+    chosen, limit = (exemplars, len(exemplars)) if isinstance(exemplars, list) else \
+        with_tool_examples(exemplar_set(exemplars or "rewrite"), tools)
+    preamble += run_sync(exemplar_messages(chosen, proto, tools, fmt, verify_text if self_correct else None,
+                                           limit=limit, restate_question=restate_question))
 
     def inserted(messages: list[dict], state: AgentState, shown: list[dict]) -> dict:
         ids = fmt.insert_ids(messages, model_closed_turn=state.get("last_closed_turn", False))

@@ -107,6 +107,17 @@ def exemplar_set(name: str) -> list[Exemplar]:
     return EXEMPLAR_SETS[name]
 
 
+def with_tool_examples(exemplars: list[Exemplar], tools: list[Tool]) -> tuple[list[Exemplar], int]:
+    """The exemplars to show and how many: the set's first, then one per tool that carries an
+    ``example`` (``tools.ToolExample``), then the rest of the set, up to two or 1 + the tools' examples."""
+    own = [Exemplar(t.example.question,
+                    [Step(tool=t.name, arguments=t.example.arguments), Step(answer=t.example.answer)],
+                    [Step(tool=t.example.check.tool, arguments=t.example.check.arguments),
+                     Step(answer=t.example.answer)])
+           for t in tools if t.example is not None]
+    return exemplars[:1] + own + exemplars[1:], 1 + max(1, len(own))
+
+
 def system_prompt(protocol: ActionProtocol, tools: list[Tool], fmt: ChatFormat, hint: str = "") -> str:
     parts = [SYSTEM]
     if hint:

@@ -7,7 +7,7 @@ a function the model's Python can call (the default). Per side: the share of run
 custom tool at all, that got an answer from it, Acc@t1 and Acc@t2, runs without an answer; written
 into BENCHMARKS.md.
 
-    nice -n 19 .venv/bin/python bench/bench_custom_tool.py [--n 16] [--model smollm2-135m]
+    nice -n 19 .venv/bin/python bench/bench_custom_tool.py [--n 16] [--model smollm2-135m] [--no-example]
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ async def run_side(policy, env, tasks, *, code_functions: bool, exemplar: bool, 
     from agent import build_agent
     from agent.policy import SamplingParams
     from agent.prompts import EXEMPLARS
-    from examples.dates import EXEMPLAR
 
+    # the default shows the tool's own example (examples.dates.EXAMPLE) after the first arithmetic one
     agent = build_agent(policy, env.tools(), protocol="code", max_turns=max_turns, max_tool_calls=4,
                         sampling=SamplingParams(temperature=0.0, max_new_tokens=160),
-                        code_functions=code_functions, exemplars=[EXEMPLARS[0], EXEMPLAR] if exemplar else None)
+                        code_functions=code_functions, exemplars=None if exemplar else list(EXEMPLARS))
     started = time.perf_counter()
     states = await asyncio.gather(*(agent.ainvoke({"question": t.question}) for t in tasks))
     rows = []
@@ -77,8 +77,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--max-turns", type=int, default=6)
-    parser.add_argument("--exemplar", action="store_true",
-                        help="the first arithmetic exemplar, then the dates one (a worked call of days_between)")
+    parser.add_argument("--no-example", action="store_true",
+                        help="leave out the tool's own worked example (the two arithmetic exemplars only)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -90,7 +90,7 @@ def main() -> None:
     started, load = time.perf_counter(), load1()
     policy = HFPolicy.from_pretrained(args.model)
     try:
-        sides = [asyncio.run(run_side(policy, env, tasks, code_functions=functions, exemplar=args.exemplar,
+        sides = [asyncio.run(run_side(policy, env, tasks, code_functions=functions, exemplar=not args.no_example,
                                       max_turns=args.max_turns)) for functions in (False, True)]
         before, after = sides
     finally:
@@ -115,8 +115,8 @@ def main() -> None:
     if args.no_write:
         return
     exemplars = ("a worked dates question whose first attempt calls `days_between` and whose check "
-                 "recomputes with `datetime` (`examples.dates.EXEMPLAR`, shown in each side's own format), after "
-                 "the first arithmetic one" if args.exemplar
+                 "recomputes with `datetime` (the tool's own `example`, `examples.dates.EXAMPLE`, shown in each "
+                 "side's own format), after the first arithmetic one" if not args.no_example
                  else "the two arithmetic ones (none shows the custom tool)")
     section = f"""{HEADING}
 

@@ -3,12 +3,14 @@
 The tool and the env a user would write to plug their own anchor in (``bench/bench_custom_tool.py``
 measures whether the embedded model calls it):
 
-    from examples.dates import EXEMPLAR, DatesEnv, days_between
+    from examples.dates import DatesEnv, days_between
     env = DatesEnv()            # tools(): python and days_between
-    build_agent(policy, env.tools(), protocol="code", exemplars=[EXEMPLARS[0], EXEMPLAR])
+    build_agent(policy, env.tools(), protocol="code")
 
-``EXEMPLAR`` is a worked example that uses the tool, as a user would write one for their own tool;
-each action format shows it its own way (a ``<tool_call>`` line, or a call in the code).
+or from the command line, ``anchorloop eval --env examples.dates:DatesEnv``. The tool carries a worked
+example (``@tool(example=...)``), as a user would write one for their own tool: the agent shows it to
+the model after the first arithmetic exemplar, each action format its own way (a ``<tool_call>``
+line, or a call in the code).
 """
 
 from __future__ import annotations
@@ -16,13 +18,20 @@ from __future__ import annotations
 import datetime
 import random
 
-from agent.prompts import Exemplar, Step
 from envs.base import Env, Split, Task
 from envs.scoring import numeric_match
 from tools import Tool, tool
 
+CHECK = "from datetime import date\nprint((date(2020, 2, 3) - date(2019, 5, 14)).days)"
+EXAMPLE = {
+    "question": "How many days are there from 2019-05-14 to 2020-02-03?",
+    "arguments": {"date_a": "2019-05-14", "date_b": "2020-02-03"},
+    "answer": "265",
+    "check": {"tool": "python", "arguments": {"code": CHECK}},  # recomputed another way
+}
 
-@tool
+
+@tool(example=EXAMPLE)
 def days_between(date_a: str, date_b: str) -> int:
     """The number of days from date_a to date_b (negative if date_b is earlier).
 
@@ -31,14 +40,6 @@ def days_between(date_a: str, date_b: str) -> int:
         date_b: the second date, as YYYY-MM-DD
     """
     return (datetime.date.fromisoformat(date_b) - datetime.date.fromisoformat(date_a)).days
-
-
-CHECK = "from datetime import date\nprint((date(2020, 2, 3) - date(2019, 5, 14)).days)"
-EXEMPLAR = Exemplar(
-    "How many days are there from 2019-05-14 to 2020-02-03?",
-    [Step(tool="days_between", arguments={"date_a": "2019-05-14", "date_b": "2020-02-03"}), Step(answer="265")],
-    [Step(tool="python", arguments={"code": CHECK}), Step(answer="265")],
-)
 
 
 class DatesEnv(Env):

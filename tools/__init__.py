@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.base import FunctionTool, Tool, ToolResult, tool
+from tools.base import FunctionTool, Tool, ToolExample, ToolResult, tool
 from tools.registry import ENTRY_POINT_GROUP, available_tools, check_tool_names, get_tool, load_tools
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FunctionTool",
     "Tool",
+    "ToolExample",
     "ToolResult",
     "available_tools",
     "check_tool_names",

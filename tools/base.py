@@ -67,12 +67,33 @@ class NoArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExampleCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolExample(BaseModel):
+    """A worked example of a tool, which the agent shows the model as one exemplar: a question, the
+    call of the tool that answers it, the answer, and the ``check`` the verify step makes (another
+    call, of this tool or another one the agent has). Small models rarely call a tool they have never
+    seen used; one example is often the difference. The calls are run for real when the agent is built."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    answer: str
+    check: ExampleCall
+
+
 class Tool:
-    """A callable anchor. Subclass and implement ``run`` (sync) or ``arun`` (async), or use ``@tool``."""
+    """A callable anchor. Subclass and implement ``run`` (sync) or ``arun`` (async), or use ``@tool``.
+    ``example``: an optional ``ToolExample`` (or the dict of one) the agent turns into an exemplar."""
 
     name: str = ""
     description: str = ""
     args_schema: type[BaseModel] = NoArgs  # plain BaseModel cannot be instantiated
+    example: ToolExample | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """The tool in OpenAI function-calling format."""
@@ -223,6 +244,7 @@ class FunctionTool(Tool):
         *,
         name: str | None = None,
         description: str | None = None,
+        example: ToolExample | dict[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -231,6 +253,7 @@ class FunctionTool(Tool):
         self.description = description or summary or self.name
         self.args_schema = _args_model(fn, self.name, arg_docs)
         self._is_async = inspect.iscoroutinefunction(fn)
+        self.example = example_of(self.name, example)
 
     async def arun(self, args: BaseModel) -> Any:
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
@@ -239,17 +262,32 @@ class FunctionTool(Tool):
         return await in_own_thread(self.fn, **kwargs)
 
 
+def example_of(tool_name: str, example: ToolExample | dict[str, Any] | None) -> ToolExample | None:
+    """``example`` validated, with an error that names the tool and the field."""
+    if example is None or isinstance(example, ToolExample):
+        return example
+    try:
+        return ToolExample.model_validate(example)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'example'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"Tool {tool_name!r} has a bad example ({problems}). An example is "
+                         "{'question': ..., 'arguments': {...}, 'answer': ..., "
+                         "'check': {'tool': ..., 'arguments': {...}}}.") from None
+
+
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None,
+    example: ToolExample | dict[str, Any] | None = None,
 ) -> Any:
     """Turn a typed, documented function into a Tool.
 
-    ``@tool`` or ``@tool(name="...")``. The docstring's first paragraph is the description; an
-    ``Args:`` section (Google style) describes each parameter.
+    ``@tool`` or ``@tool(name="...", example={...})``. The docstring's first paragraph is the
+    description; an ``Args:`` section (Google style) describes each parameter; ``example`` is a
+    ``ToolExample`` the agent shows the model.
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
-        return FunctionTool(f, name=name, description=description)
+        return FunctionTool(f, name=name, description=description, example=example)
 
     return wrap(fn) if fn is not None else wrap
 
