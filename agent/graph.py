@@ -72,7 +72,7 @@ def build_agent(
     max_tool_calls: int = 6,
     self_correct: bool = True,
     verify_with_tools: bool = True,
-    restate_question: bool = False,
+    restate_question: bool = True,
     checkpointer: Any = None,
     sampling: SamplingParams | None = None,
     system_hint: str = "",

@@ -133,7 +133,7 @@ async def exemplar_messages(
     fmt: ChatFormat,
     verify_instruction: str | None,
     limit: int = 2,
-    restate_question: bool = False,
+    restate_question: bool = True,
 ) -> list[dict]:
     """Chat turns for the exemplars whose tools are all available, observations from real calls."""
     by_name = {t.name: t for t in tools}

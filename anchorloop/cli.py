@@ -276,7 +276,8 @@ def eval_command(
     generations: Generations = 1,
     ablate: Annotated[list[str] | None, typer.Option(
         help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
-        "no tools) or 'self-correct' (no verify step). Repeatable.")] = None,
+        "no tools), 'self-correct' (no verify step) or 'restate-question' (the verify turn without the "
+        "question quoted). Repeatable.")] = None,
     probe: Annotated[list[str] | None, typer.Option(
         help="Also run a probe: 'injected-errors' (the verify step on wrong first attempts made from the "
         "model's own code: fix rate and false alarms).")] = None,

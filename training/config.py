@@ -52,7 +52,7 @@ class AgentConfig(_Section):
     temperature: float = Field(0.8, gt=0.0)
     self_correct: bool = True
     verify_with_tools: bool = True
-    restate_question: bool = False  # the verify turn quotes the question before asking for the check
+    restate_question: bool = True  # the verify turn quotes the question before asking for the check
     exemplars: str = "rewrite"  # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite" or "stepwise"
 
     @field_validator("exemplars")

@@ -54,6 +54,10 @@ ABLATIONS: dict[str, Configuration] = {
         name="no-self-correct", agent={"self_correct": False},
         description="no verify step: the first answer is final",
     ),
+    "restate-question": Configuration(
+        name="no-restate-question", agent={"restate_question": False},
+        description="the verify turn without the question quoted above its instruction",
+    ),
 }
 
 
@@ -181,7 +185,7 @@ def configurations(ablations: Sequence[str | Configuration], agent_options: dict
             raise ValueError(f"Ablation {item.name!r} sets {item.agent}, which the baseline already has; "
                              "drop the ablation or change the baseline options.")
         options = agent_options | item.agent
-        if not options.get("self_correct", True) and "verify_with_tools" in item.agent:
+        if not options.get("self_correct", True) and item.agent.keys() & {"verify_with_tools", "restate_question"}:
             raise ValueError(f"Ablation {item.name!r} changes the verify step, which self_correct=False removes; "
                              "turn self-correction on or drop the ablation.")
         configs.append(item)

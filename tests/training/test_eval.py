@@ -112,7 +112,8 @@ def test_ablation_rows_differ_as_the_switches_say(report):
     assert ids[BASELINE] == ids["no-verify-tools"] == ids["no-self-correct"] == ["q0", "q1", "q2", "q3"]
     shown = {m["content"] for t in report.trajectories["no-verify-tools"] for m in t.messages
              if m["role"] == "verify"}
-    assert shown == {VERIFY_WITHOUT_TOOLS}
+    assert shown == {f"The question was: {t.question}\n\n{VERIFY_WITHOUT_TOOLS}"
+                     for t in report.trajectories["no-verify-tools"]}
 
 
 def test_json_round_trip_with_trajectories(report, tmp_path):
@@ -172,7 +173,9 @@ def test_configuration_errors_name_the_fix():
         configurations(["verify-tools"], {"self_correct": False})
     custom = Configuration(name="short", agent={"max_turns": 2})
     assert [c.name for c in configurations([custom, "verify-tools"], {})] == [BASELINE, "short", "no-verify-tools"]
-    assert set(ABLATIONS) == {"verify-tools", "self-correct"}
+    with pytest.raises(ValueError, match="self_correct=False"):
+        configurations(["restate-question"], {"self_correct": False})
+    assert set(ABLATIONS) == {"verify-tools", "self-correct", "restate-question"}
 
 
 def test_trajectory_file_with_a_broken_line_names_the_line(tmp_path):

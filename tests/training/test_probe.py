@@ -19,7 +19,7 @@ def checker(tokenizer, *, rerun_own_code: bool):
         text = tokenizer.decode(prompt_ids)
         question = re.findall(r"What is (.*?)\?", text)[-1]
         last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
-        if last_user.startswith(VERIFY_WITH_TOOLS[:20]):
+        if VERIFY_WITH_TOOLS[:20] in last_user:
             code = re.findall(r"```python\n(.*?)\n```", text, re.DOTALL)[-1] if rerun_own_code else f"print({question})"
             return f"```python\n{code}\n```"
         if "<tool_response>" in last_user:
