@@ -260,6 +260,8 @@ def _evaluation_section(evaluations: list[Evaluation], figures: Figures, run_dir
     after = next((e for e in evaluations if e.label == "after"), None)
     if before and after:
         parts.append(_change_table(before.rows, after.rows))
+    if any(e.report and e.report.probes for e in evaluations):
+        parts.append(_probe_table(evaluations))
     overall = [(e.label, row) for e in evaluations for row in _overall(e.rows)]
     if overall:
         name = lambda label, row: label if row.config == BASELINE else f"{label} · {row.config}"  # noqa: E731
@@ -346,6 +348,34 @@ def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
             f"<tbody>{''.join(lines)}</tbody></table><p class='hint'>Green: better, red: worse (lower is "
             "better for no answer, Δc→i, tool errors and vacuous checks); tool use and confirmations are not "
             "coloured. –: not measured in one of the two.</p>")
+
+
+# the probe's columns, and which way is better: a higher fix rate, fewer false alarms and vacuous checks
+PROBE_COLUMNS = (("fix", "fix_rate", 1), ("false alarm", "false_alarm_rate", -1), ("vacuous", "vacuous_check_rate", -1))
+
+
+def _probe_table(evaluations: list[Evaluation]) -> str:
+    """Each evaluation's injected-error probe per env; after training, each rate coloured against before."""
+    results = {(e.label, p.env): p for e in evaluations if e.report for p in e.report.probes}
+    lines = []
+    for (label, env), p in results.items():
+        prior = results.get(("before", env)) if label == "after" else None
+        cells = []
+        for _, key, better in PROBE_COLUMNS:
+            rate = getattr(p, key)
+            value, interval = format_rate(rate)
+            old = getattr(prior, key) if prior else None
+            diff = 100 * (rate.value - old.value) if old is not None and old.n and rate.n else 0.0
+            cls = "" if abs(diff) < 0.05 else " class='good'" if better * diff > 0 else " class='bad'"
+            cells.append(f"<td{cls}>{value}<br><small>{interval}</small></td>")
+        lines.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(env)}</td><td>{p.injected}</td>"
+                     f"<td>{p.skipped}</td>{''.join(cells)}</tr>")
+    names = ("evaluation", "env", "injected", "skipped", *(c for c, _, _ in PROBE_COLUMNS))
+    heads = "".join(f"<th>{h}</th>" for h in names)
+    return (f"<h3>Injected-error probe</h3><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
+            "</tbody></table><p class='hint'>fix: injected wrong first attempts the verify step made right; false "
+            "alarm: right first attempts it made wrong; vacuous: checks that computed nothing new (on the injected "
+            "runs). After training, green is better than before and red worse.</p>")
 
 
 def _describe(e: Evaluation) -> str:

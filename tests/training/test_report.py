@@ -260,3 +260,28 @@ def test_after_minus_before_colours_say_better_or_worse_for_every_column(tmp_pat
         assert cells["Δc→i"] == colour and cells["Acc@t2"] == colour and cells["Δ"] == colour
         assert cells["confirm."] == "" and cells["tool use"] == ""  # unchanged (and never coloured)
         assert cells["Acc@t1"] == ""  # unchanged
+
+
+def test_the_probe_table_colours_fix_rate_false_alarms_and_vacuous_checks_against_before(tmp_path):
+    import re
+
+    from training.metrics import wilson
+    from training.probe import ProbeResult
+
+    def probe(fixed, alarms, vacuous):
+        return ProbeResult(env="sums", fix_rate=wilson(fixed, 10), false_alarm_rate=wilson(alarms, 10),
+                           vacuous_check_rate=wilson(vacuous, 10), injected=10, skipped=0)
+
+    for name, (before, after), colour in (("better", ((1, 6, 9), (5, 0, 2)), "good"),
+                                          ("worse", ((5, 0, 2), (1, 6, 9)), "bad")):
+        run = tmp_path / name
+        for label, counts in (("before", before), ("after", after)):
+            write_eval(run / f"eval_{label}", [(1.0, 1.0)] * 2)
+            path = run / f"eval_{label}" / "eval.json"
+            report = EvalReport.load(path.parent)
+            report.model_copy(update={"probes": [probe(*counts)]}).save(path.parent)
+        page = write_report(run).read_text(encoding="utf-8")
+        table = page.split("Injected-error probe")[1].split("</table>")[0]
+        rows = table.split("<tr>")[2:]  # the header row first
+        assert [re.findall(r"<td(?: class='(\w+)')?>", r)[4:] for r in rows] == [["", "", ""], [colour] * 3]
+        assert "50.0" in rows[1] if colour == "good" else "10.0" in rows[1]
