@@ -118,6 +118,7 @@ def main() -> None:
                  "recomputes with `datetime` (the tool's own `example`, `examples.dates.EXAMPLE`, shown in each "
                  "side's own format), after the first arithmetic one" if not args.no_example
                  else "the two arithmetic ones (none shows the custom tool)")
+    shared = " (other jobs shared the cores)" if load > 1 else ""
     section = f"""{HEADING}
 
 Whether {args.model} uses a tool it was never shown, on the `dates` env (`examples/dates.py`: "How many
@@ -137,8 +138,7 @@ A first turn that called it, after:
 {after["example"]}
 ~~~
 
-Machine: {machine()}; 1-min load {load:.2f} at the start (a training job shared the 2 cores); {total_s:.0f} s
-in all, {utc_now()}.
+Machine: {machine()}; 1-min load {load:.2f} at the start{shared}; {total_s:.0f} s in all, {utc_now()}.
 
 Command: `nice -n 19 {command_line("bench_custom_tool.py")}`
 """
