@@ -2,8 +2,9 @@
 
 The contract (``Tool``, ``ToolResult``, ``@tool``) lives in ``tools.base``; ``load_tools`` finds
 built-in tools, ``module:attr`` paths and plug-ins registered under the ``anchorloop.tools``
-entry-point group. Importing this package stays light: the Python sandbox, Wikipedia and
-LangChain are imported only when a tool or converter that needs them is asked for.
+entry-point group; ``mcp_tools`` (and names like ``mcp:COMMAND LINE``) bring in the tools of an MCP
+server. Importing this package stays light: the Python sandbox, Wikipedia, LangChain and MCP are
+imported only when a tool or converter that needs them is asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tools.registry import ENTRY_POINT_GROUP, available_tools, check_tool_names,
 
 if TYPE_CHECKING:
     from tools.langchain import from_langchain, to_langchain
+    from tools.mcp import close_mcp_tools, mcp_tools
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -24,14 +26,21 @@ __all__ = [
     "ToolResult",
     "available_tools",
     "check_tool_names",
+    "close_mcp_tools",
     "from_langchain",
     "get_tool",
     "load_tools",
+    "mcp_tools",
     "to_langchain",
     "tool",
 ]
 
-_LAZY = {"from_langchain": "tools.langchain", "to_langchain": "tools.langchain"}
+_LAZY = {
+    "from_langchain": "tools.langchain",
+    "to_langchain": "tools.langchain",
+    "mcp_tools": "tools.mcp",
+    "close_mcp_tools": "tools.mcp",
+}
 
 
 def __getattr__(name: str) -> Any:

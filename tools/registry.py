@@ -5,6 +5,7 @@ list of ``Tool``s. Whatever a name points at may be a ``Tool``, a list of them, 
 subclass, a LangChain ``BaseTool``, a plain typed function (wrapped with ``@tool``), or a factory
 called with no arguments; a factory is a function whose return annotation is ``Tool`` or
 ``list[Tool]`` (that annotation is what tells it apart from a tool without arguments).
+``mcp:COMMAND LINE`` and ``mcp:http://host:port/mcp`` name the tools of an MCP server (``tools.mcp``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tools.base import FunctionTool, Tool
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "anchorloop.tools"
+MCP_PREFIX = "mcp:"  # 'mcp:COMMAND LINE' (stdio) or 'mcp:http://host:port/mcp': the tools of an MCP server
 
 
 class _Builtin(NamedTuple):
@@ -51,7 +53,9 @@ Tools, a typed function with a docstring (wrapped with @tool), or a zero-argumen
 annotated '-> Tool' or '-> list[Tool]'. To load it by a short name, register it in your \
 package's pyproject.toml and reinstall the package:
     [project.entry-points."{ENTRY_POINT_GROUP}"]
-    my_tool = "my_package.tools:my_tool\""""
+    my_tool = "my_package.tools:my_tool"
+The tools of an MCP server are named 'mcp:COMMAND LINE' (stdio) or 'mcp:http://host:port/mcp' \
+(streamable HTTP); they need pip install 'anchorloop[mcp]'."""
 
 
 def load_tools(names: Iterable[str] | str) -> list[Tool]:
@@ -91,6 +95,10 @@ def available_tools() -> dict[str, str]:
 
 
 def _resolve(name: str) -> list[Tool]:
+    if name.startswith(MCP_PREFIX):
+        from tools.mcp import tools_from_name
+
+        return tools_from_name(name)
     if name in BUILTINS:
         return _as_tools(import_target(BUILTINS[name].target), f"built-in tool {name!r}")
     if ":" in name:
@@ -148,6 +156,11 @@ def check_tool_names(names: Iterable[str] | str) -> list[str]:
             raise ValueError(f"A tool is named by a string, got {name!r}.")
         name = name.strip()
         if name in BUILTINS or name in _entry_points():
+            continue
+        if name.startswith(MCP_PREFIX):
+            from tools.mcp import check_mcp_name
+
+            check_mcp_name(name)  # parses it and finds a stdio command; starts nothing
             continue
         if ":" in name:
             _as_tools(import_target(name), repr(name))
