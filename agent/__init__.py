@@ -2,7 +2,7 @@
 
 from agent.policy import Generation, Policy, SamplingParams
 
-__all__ = ["Generation", "Policy", "SamplingParams", "build_agent", "HFPolicy", "load_model"]
+__all__ = ["Generation", "Policy", "SamplingParams", "build_agent", "HFPolicy", "load_model", "PolicyChatModel"]
 
 
 def __getattr__(name: str):  # heavy imports (torch, langgraph) only when asked for
@@ -18,4 +18,8 @@ def __getattr__(name: str):  # heavy imports (torch, langgraph) only when asked 
         from agent.models import load_model
 
         return load_model
+    if name == "PolicyChatModel":  # a LangChain chat model over any Policy (agent.chat_model)
+        from agent.chat_model import PolicyChatModel
+
+        return PolicyChatModel
     raise AttributeError(name)
