@@ -31,9 +31,7 @@ class WithTools(Env):
 
         own = self.env.tools()
         offered = {t.name for t in own}
-        loaded = iter(load_tools([t for t in self.extra if isinstance(t, str)]))
-        added = [next(loaded) if isinstance(t, str) else t for t in self.extra]
-        return own + [t for t in added if t.name not in offered]
+        return own + [t for t in load_tools(self.extra) if t.name not in offered]
 
     def tasks(self, split: Split = "test", n: int | None = None, seed: int = 0) -> list[Task]:
         return self.env.tasks(split, n=n, seed=seed)

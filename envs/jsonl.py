@@ -95,8 +95,7 @@ name may be a plain string); names are checked here, before any model is loaded.
             return list(self._tools)
         from tools import load_tools
 
-        loaded = iter(load_tools(names))
-        return [next(loaded) if isinstance(t, str) else t for t in self._tools]
+        return load_tools(self._tools)
 
     def tasks(self, split: Split = "test", n: int | None = None, seed: int = 0) -> list[Task]:
         if split not in ("train", "test"):

@@ -58,14 +58,15 @@ The tools of an MCP server are named 'mcp:COMMAND LINE' (stdio) or 'mcp:http://h
 (streamable HTTP); they need pip install 'anchorloop[mcp]'."""
 
 
-def load_tools(names: Iterable[str] | str) -> list[Tool]:
-    """Resolve each name to its tools, in order. Raises ``ValueError`` for an unknown name."""
+def load_tools(names: Iterable[str | Tool] | str) -> list[Tool]:
+    """Resolve each name to its tools, in order (a name may stand for several: ``wikipedia``, an MCP
+    server); a ``Tool`` in the list is kept as it is. Raises ``ValueError`` for an unknown name."""
     if isinstance(names, str):
         names = [names]
     loaded: list[Tool] = []
     origin: dict[str, str] = {}
     for name in names:
-        for found in _resolve(name.strip()):
+        for found in [name] if isinstance(name, Tool) else _resolve(name.strip()):
             if found.name in origin:
                 raise ValueError(
                     f"Two tools are named {found.name!r} (from {origin[found.name]!r} and {name!r}); "

@@ -122,6 +122,11 @@ def test_one_tool_may_be_a_plain_string_and_extra_tools_join_the_envs_own(user_f
     both = with_tools(get_env("arithmetic"), ["date_tools:days_between", "python"])
     assert [t.name for t in both.tools()] == ["python", "days_between"]  # python is not offered twice
     assert both.tasks("test", n=2) == get_env("arithmetic").tasks("test", n=2)
+    # a name that stands for several tools brings all of them, in the envs and from the CLI alike
+    wiki = with_tools(get_env("arithmetic"), ["wikipedia", "date_tools:days_between"])
+    assert [t.name for t in wiki.tools()] == ["python", "wikipedia_search", "wikipedia_page", "days_between"]
+    jsonl = get_env(f"jsonl:{user_folder / 'days.jsonl'}", scorer="numeric", tools=["wikipedia"])
+    assert [t.name for t in jsonl.tools()] == ["wikipedia_search", "wikipedia_page"]
 
 
 def test_train_and_demo_take_env_and_tools_over_the_config(tmp_path):
