@@ -44,6 +44,10 @@ EnvName = Annotated[str, typer.Option(help="A name from `anchorloop envs`, modul
 ExtraTools = Annotated[list[str] | None, typer.Option(
     "--tool", "-t", help="A tool to offer next to the env's own (repeatable): a name from `anchorloop tools`, "
     "module:function or module:Tool from your own code.")]
+GraphOption = Annotated[str | None, typer.Option(
+    help="Your own LangGraph agent instead of ours: module:function from your own code, a function(model, tools) "
+    "returning a compiled graph, e.g. create_react_agent(model, tools). One attempt per run (no verify step); "
+    "--self-correct is ignored.")]
 
 
 @app.callback()
@@ -95,6 +99,31 @@ def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
     return parsed
 
 
+def graph_note(graph: str) -> str:
+    return (f"graph {graph}: your own graph, one attempt per run (no verify step), so Acc@t2 is Acc@t1 and "
+            "confirm./verif. prec./vacuous show –")
+
+
+def refuse_with_graph(graph: str | None, **uses: Any) -> None:
+    """Options that need anchorloop's own verify step, refused with ``graph`` (before the model loads)."""
+    if not graph:
+        return
+    given = [name for name, value in uses.items() if value]
+    if given:
+        raise ValueError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} anchorloop's own verify step, "
+                         f"which the graph {graph!r} does not have (one attempt per run): drop "
+                         f"{'it' if len(given) == 1 else 'them'} (from the command line or the config), or leave "
+                         "out the graph.")
+
+
+def check_config_graph(cfg: Any) -> None:
+    """A config that names ``agent.graph``: its module imports (checked when the config loads), and nothing
+    in it needs the verify step."""
+    refuse_with_graph(cfg.agent.graph, **{"training.injected_errors": cfg.training.injected_errors,
+                                          "training.stage1_steps (SCoRe Stage I)": cfg.training.stage1_steps,
+                                          "env.probes": cfg.env.probes})
+
+
 def env_overrides(pairs: list[str] | None = None, env: str | None = None,
                   tools: list[str] | None = None) -> dict[str, Any]:
     """``--env-arg`` pairs, ``--env`` and ``--tool`` names as config overrides of ``env.kwargs``, ``env.name``
@@ -124,6 +153,7 @@ def run(
     temperature: Temperature = 0.0,
     max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
     generations: Generations = 1,
+    graph: GraphOption = None,
     out: Annotated[Path | None, typer.Option(help="Also write the trajectories as JSONL here.")] = None,
     quiet: Annotated[bool, typer.Option(help="Print only the summary.")] = False,
 ) -> None:
@@ -133,13 +163,19 @@ def run(
     from training.runner import run_env
     from training.trajectory import save_jsonl
 
+    if graph:
+        from training.graph_agent import check_graph
+
+        check_graph(graph)  # a bad path fails before the model loads
     result = run_env(env, env_kwargs=parse_env_args(env_arg), tools=tool, n=n, split=split, seed=seed, model=model,
                      protocol=protocol, max_turns=max_turns,
                      self_correct=self_correct, temperature=temperature, max_new_tokens=max_new_tokens,
-                     generations=generations, console=console)
+                     generations=generations, console=console, **({"graph": graph} if graph else {}))
     if not quiet:
         print_trajectories(result.trajectories, console)
     console.print(summary_line(result.env, result.metrics), style="bold green")
+    if graph:
+        console.print(graph_note(graph), style="dim")
     console.print(f"{result.tokens_per_s:.1f} generated tokens/s, {result.seconds:.1f} s in all")
     if out is not None:
         console.print(f"trajectories written to {save_jsonl(result.trajectories, out)}")
@@ -159,15 +195,19 @@ def train(
                                                  "jsonl:PATH).")] = None,
     env_arg: EnvArgs = None,
     tool: ExtraTools = None,
+    graph: Annotated[str | None, typer.Option(help="Override agent.graph (as in `run`: module:function, your own "
+                                                   "LangGraph graph; one attempt per run).")] = None,
 ) -> None:
     """Train the model to correct itself (GRPO with self-correction rewards); checkpoints are resumable."""
     from training.config import load_config
     from training.train import train as run_training
 
-    overrides = {"output_dir": output_dir, "training.steps": steps, "model.name": model}
+    overrides = {"output_dir": output_dir, "training.steps": steps, "model.name": model, "agent.graph": graph}
     cfg = load_config(config, env_overrides(env_arg, env, tool) | {k: v for k, v in overrides.items() if v is not None})
-    console.print(f"Training [bold]{cfg.model.name}[/] on [bold]{cfg.env.name}[/] for {cfg.training.steps} steps "
-                  f"→ {cfg.output_dir}")
+    check_config_graph(cfg)
+    with_graph = f" with the graph [bold]{escape(cfg.agent.graph)}[/]" if cfg.agent.graph else ""
+    console.print(f"Training [bold]{cfg.model.name}[/] on [bold]{cfg.env.name}[/]{with_graph} for "
+                  f"{cfg.training.steps} steps → {cfg.output_dir}")
     run_dir = run_training(cfg, resume=resume, console=console)
     console.print(f"done: model in {run_dir / 'final'}, log in {run_dir / 'train_log.jsonl'}", style="bold green")
 
@@ -192,7 +232,9 @@ def demo(
     overrides = {"output_dir": output_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S"), "training.steps": steps,
                  "model.name": model}
     chosen = {k: v for k, v in overrides.items() if v is not None} | env_overrides(env_arg, env, tool)
-    run_demo(load_config(config, chosen), console)
+    cfg = load_config(config, chosen)
+    check_config_graph(cfg)
+    run_demo(cfg, console)
 
 
 @app.command()
@@ -281,6 +323,7 @@ def eval_command(
     probe: Annotated[list[str] | None, typer.Option(
         help="Also run a probe: 'injected-errors' (the verify step on wrong first attempts made from the "
         "model's own code: fix rate and false alarms).")] = None,
+    graph: GraphOption = None,
     out: Annotated[Path | None, typer.Option(help="Where eval.json and trajectories.jsonl go "
                                               "(default runs/eval-DATE-TIME).")] = None,
 ) -> None:
@@ -292,6 +335,11 @@ def eval_command(
     from training.eval import check_probes, configurations, evaluate
 
     ablate, probe = ablate or [], probe or []
+    refuse_with_graph(graph, **{"--ablate": ablate, "--probe": probe})
+    if graph:
+        from training.graph_agent import check_graph
+
+        check_graph(graph)
     configurations(ablate, {"self_correct": self_correct})  # bad input fails before torch and the model load
     check_probes(probe, {"self_correct": self_correct})
     options = parse_env_args(env_arg)  # the same options for every env given
@@ -305,10 +353,13 @@ def eval_command(
         report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
                           ablations=ablate, probes=probe, temperature=temperature, model=model, console=console,
                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens),
-                          protocol=protocol, max_turns=max_turns, self_correct=self_correct)
+                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
+                          **({"graph": graph} if graph else {}))
     finally:
         policy.close()
     console.print(report.table())
+    if graph:
+        console.print(graph_note(graph), style="dim")
     if report.probes:
         console.print(report.probe_table())
     path = report.save(out)

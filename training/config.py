@@ -54,6 +54,9 @@ class AgentConfig(_Section):
     verify_with_tools: bool = True
     restate_question: bool = True  # the verify turn quotes the question before asking for the check
     exemplars: str = "rewrite"  # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite" or "stepwise"
+    # your own LangGraph graph instead of ours: "module:function", a function(model, tools) returning a compiled
+    # graph (training.graph_agent; one attempt per run, the verify options above are ignored)
+    graph: str = ""
 
     @field_validator("exemplars")
     @classmethod
@@ -63,12 +66,22 @@ class AgentConfig(_Section):
         exemplar_set(name)  # raises, naming the sets there are
         return name
 
+    @field_validator("graph")
+    @classmethod
+    def _importable_graph(cls, path: str) -> str:
+        if path.strip():
+            from training.graph_agent import check_graph
+
+            check_graph(path)  # raises, naming the path and what to do
+        return path.strip()
+
     def build_options(self) -> dict[str, Any]:
-        """The ``build_agent`` options this section sets (sampling is the caller's: training samples,
+        """The ``build_env_agent`` options this section sets (sampling is the caller's: training samples,
         evaluation is greedy)."""
         return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
                 "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools,
-                "restate_question": self.restate_question, "exemplars": self.exemplars}
+                "restate_question": self.restate_question, "exemplars": self.exemplars,
+                **({"graph": self.graph} if self.graph else {})}
 
 
 class RewardConfig(_Section):

@@ -21,8 +21,14 @@ from training.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 
-def build_env_agent(policy: Any, env: Env, **agent_kwargs: Any) -> Any:
-    """The agent for ``env``: its tools and hint, plus any ``build_agent`` options."""
+def build_env_agent(policy: Any, env: Env, *, graph: str | Callable[..., Any] | None = None,
+                    **agent_kwargs: Any) -> Any:
+    """The agent for ``env``: its tools and hint, plus any ``build_agent`` options. ``graph`` (a
+    ``module:function`` path, or the function) runs your own LangGraph graph instead (``training.graph_agent``)."""
+    if graph:
+        from training.graph_agent import build_graph_agent
+
+        return build_graph_agent(policy, env, graph, **agent_kwargs)
     from agent.graph import build_agent
 
     return build_agent(policy, env.tools(), system_hint=env.system_hint, **agent_kwargs)
