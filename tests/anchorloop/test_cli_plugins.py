@@ -175,3 +175,26 @@ def test_the_readme_plug_in_commands_run_on_the_tiny_model(heading, user_folder,
         result = CliRunner().invoke(app, [*command[1:], "--model", "tiny-random", *ADDED.get(name, [])],
                                     input="/exit\n", env={"COLUMNS": "200"})
         assert result.exit_code == 0, f"{' '.join(command)}:\n{result.output[-3000:]}"
+
+
+def test_the_readme_langgraph_section_runs_as_written_on_the_tiny_model(user_folder, monkeypatch):
+    """Its graph module, its Python example (PolicyChatModel under create_react_agent) and its
+    run / eval / train commands, with the config it shows written where it says."""
+    import re
+
+    from anchorloop.cli import app
+
+    section = readme_section("Train your own LangGraph agent")
+    assert section is not None, "README.md has no 'Train your own LangGraph agent' section"
+    monkeypatch.chdir(user_folder)
+    monkeypatch.syspath_prepend(str(user_folder))
+    (config,) = re.findall(r"^```toml\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    (user_folder / "my_graph.toml").write_text(config + 'report_to = []\n')
+    printed, _ = run_python_blocks(section, user_folder, "Train your own LangGraph agent")
+    assert any(line.startswith("task-1") for line in printed)  # the recorded row of the Python example
+    commands = cli_commands(section)
+    assert [c[1] for c in commands] == ["run", "eval", "train"]
+    for command in commands:
+        result = CliRunner().invoke(app, command[1:], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, f"{' '.join(command)}:\n{result.output[-3000:]}"
+    assert (user_folder / "runs" / "my-graph" / "final").is_dir()
