@@ -116,6 +116,18 @@ def refuse_with_graph(graph: str | None, **uses: Any) -> None:
                          "out the graph.")
 
 
+def graph_options(graph: str | None, **uses: Any) -> dict[str, Any]:
+    """The agent options that run ``graph`` (none without one), its path checked and the options that need
+    the verify step refused, before the model loads."""
+    if not graph:
+        return {}
+    from training.graph_agent import check_graph
+
+    refuse_with_graph(graph, **uses)
+    check_graph(graph)
+    return {"graph": graph}
+
+
 def check_config_graph(cfg: Any) -> None:
     """A config that names ``agent.graph``: its module imports (checked when the config loads), and nothing
     in it needs the verify step."""
@@ -163,14 +175,11 @@ def run(
     from training.runner import run_env
     from training.trajectory import save_jsonl
 
-    if graph:
-        from training.graph_agent import check_graph
-
-        check_graph(graph)  # a bad path fails before the model loads
+    with_graph = graph_options(graph)
     result = run_env(env, env_kwargs=parse_env_args(env_arg), tools=tool, n=n, split=split, seed=seed, model=model,
                      protocol=protocol, max_turns=max_turns,
                      self_correct=self_correct, temperature=temperature, max_new_tokens=max_new_tokens,
-                     generations=generations, console=console, **({"graph": graph} if graph else {}))
+                     generations=generations, console=console, **with_graph)
     if not quiet:
         print_trajectories(result.trajectories, console)
     console.print(summary_line(result.env, result.metrics), style="bold green")
@@ -335,11 +344,7 @@ def eval_command(
     from training.eval import check_probes, configurations, evaluate
 
     ablate, probe = ablate or [], probe or []
-    refuse_with_graph(graph, **{"--ablate": ablate, "--probe": probe})
-    if graph:
-        from training.graph_agent import check_graph
-
-        check_graph(graph)
+    with_graph = graph_options(graph, **{"--ablate": ablate, "--probe": probe})
     configurations(ablate, {"self_correct": self_correct})  # bad input fails before torch and the model load
     check_probes(probe, {"self_correct": self_correct})
     options = parse_env_args(env_arg)  # the same options for every env given
@@ -353,8 +358,7 @@ def eval_command(
         report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
                           ablations=ablate, probes=probe, temperature=temperature, model=model, console=console,
                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens),
-                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
-                          **({"graph": graph} if graph else {}))
+                          protocol=protocol, max_turns=max_turns, self_correct=self_correct, **with_graph)
     finally:
         policy.close()
     console.print(report.table())

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -61,15 +61,15 @@ class Metrics(BaseModel):
     confirmatory_rate: Rate
     verification_precision: Rate
     vacuous_check_rate: Rate  # verify steps that computed nothing new (see ``is_vacuous_check``)
+    mean_turns: float
+    mean_tool_calls: float
+    mean_model_tokens: float
+    mean_seconds: float
 
     @property
     def no_answers(self) -> int:
         """How many runs ended without an answer."""
         return round(self.no_answer_rate.value * self.n)
-    mean_turns: float
-    mean_tool_calls: float
-    mean_model_tokens: float
-    mean_seconds: float
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> Rate:
@@ -165,7 +165,11 @@ def _literals(code: object) -> set[float]:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()
-    return {float(n.value) for n in ast.walk(tree)
+    return _number_literals(ast.walk(tree))
+
+
+def _number_literals(nodes: Iterable[ast.AST]) -> set[float]:
+    return {float(n.value) for n in nodes
             if isinstance(n, ast.Constant) and isinstance(n.value, int | float) and not isinstance(n.value, bool)}
 
 
@@ -183,7 +187,7 @@ def computes_nothing(code: object, question_numbers: set[float]) -> bool:
     nodes = list(ast.walk(tree))
     if not any(isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n)) for n in nodes):
         return True
-    literals = _literals(code)
+    literals = _number_literals(nodes)
     return bool(literals) and bool(question_numbers) and not literals & question_numbers
 
 

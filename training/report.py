@@ -337,9 +337,7 @@ def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
         for _, key in COLUMNS:
             a, b = getattr(prior.metrics, key), getattr(row.metrics, key)
             diff = 100 * (b.value - a.value) if a.n and b.n else None
-            better = 0 if diff is None or abs(diff) < 0.05 else BETTER[key] * diff
-            cls = " class='good'" if better > 0 else " class='bad'" if better < 0 else ""
-            cells.append(f"<td{cls}>{'–' if diff is None else f'{diff:+.1f}'}</td>")
+            cells.append(f"<td{_colour(diff, BETTER[key])}>{'–' if diff is None else f'{diff:+.1f}'}</td>")
         lines.append(f"<tr><td>{html.escape(row.env)}</td><td>{html.escape(row.config)}</td>{''.join(cells)}</tr>")
     if not lines:
         return note("The evaluations before and after share no env × configuration to compare.")
@@ -348,6 +346,13 @@ def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:
             f"<tbody>{''.join(lines)}</tbody></table><p class='hint'>Green: better, red: worse (lower is "
             "better for no answer, Δc→i, tool errors and vacuous checks); tool use and confirmations are not "
             "coloured. –: not measured in one of the two.</p>")
+
+
+def _colour(diff: float | None, better: int) -> str:
+    """The cell class of a change of ``diff`` points where ``better`` says which way is better (1 up, -1 down,
+    0 neither): good, bad, or none for no change (under 0.05 points) or nothing to compare."""
+    signed = 0 if diff is None or abs(diff) < 0.05 else better * diff
+    return " class='good'" if signed > 0 else " class='bad'" if signed < 0 else ""
 
 
 # the probe's columns, and which way is better: a higher fix rate, fewer false alarms and vacuous checks
@@ -365,9 +370,8 @@ def _probe_table(evaluations: list[Evaluation]) -> str:
             rate = getattr(p, key)
             value, interval = format_rate(rate)
             old = getattr(prior, key) if prior else None
-            diff = 100 * (rate.value - old.value) if old is not None and old.n and rate.n else 0.0
-            cls = "" if abs(diff) < 0.05 else " class='good'" if better * diff > 0 else " class='bad'"
-            cells.append(f"<td{cls}>{value}<br><small>{interval}</small></td>")
+            diff = 100 * (rate.value - old.value) if old is not None and old.n and rate.n else None
+            cells.append(f"<td{_colour(diff, better)}>{value}<br><small>{interval}</small></td>")
         lines.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(env)}</td><td>{p.injected}</td>"
                      f"<td>{p.skipped}</td>{''.join(cells)}</tr>")
     names = ("evaluation", "env", "injected", "skipped", *(c for c, _, _ in PROBE_COLUMNS))
