@@ -19,7 +19,8 @@ from _common import ROOT, load1, machine, utc_now, wait_for_quiet_cpu, write_sec
 
 COLUMNS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δ", "delta"), ("Δi→c", "delta_i_to_c"),
            ("Δc→i", "delta_c_to_i"), ("confirmatory", "confirmatory_rate"),
-           ("verification precision", "verification_precision"), ("vacuous checks", "vacuous_check_rate")]
+           ("verification precision", "verification_precision"), ("vacuous checks", "vacuous_check_rate"),
+           ("vacuous, separable", "vacuous_separable_rate")]
 STEP_COLUMNS = [("stage", "stage", "{}"), ("reward", "reward_mean", "{:+.2f}"), ("Acc@t1", "acc_t1", "{:.0%}"),
                 ("Acc@t2", "acc_t2", "{:.0%}"), ("Δi→c", "delta_i_to_c", "{:.0%}"), ("Δc→i", "delta_c_to_i", "{:.0%}"),
                 ("vacuous", "vacuous_check_rate", "{:.0%}"), ("injected fixed", "injected_fix_rate", "{:.0%}"),

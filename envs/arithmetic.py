@@ -9,6 +9,10 @@ Levels (``ArithmeticEnv(level=...)``):
    fuel cost, overtime pay.
 5. longer chains with fractions and rounding: tank levels, compound interest with withdrawals,
    combined work rates, discount-tax-tip splits, scaled recipes with whole bags.
+6. long bare expressions: six or seven numbers, nested parentheses, no words. For a model with
+   Python this sits between levels 2 and 3: nothing to translate, but long enough that copying
+   the expression into code goes wrong often, which is the error a check against the question
+   can catch.
 
 Every reference is exact: an integer, or a value with the rounding rule stated in the question
 ("Round your answer to 2 decimal places.", "Give your answer as a fraction in lowest terms.").
@@ -111,6 +115,22 @@ def _level2(rng: random.Random) -> Problem:
             nums["q"] = rng.choice(divisors)
         expr = shape.format(**nums)
         return Problem(f"What is {expr}?", evaluate(expr))
+
+
+_LEVEL6_SHAPES = [
+    "({a} + {b}) * ({c} - {d}) + {e} * {f}",
+    "{a} * ({b} + {c} * {d}) - ({e} - {f})",
+    "(({a} - {b}) * {c} + {d}) * {e} - {f}",
+    "{a} - {b} * ({c} + {d}) + {e} * ({f} - {g})",
+    "({a} * {b} + {c}) - ({d} + {e}) * {f}",
+    "{a} * {b} - {c} * ({d} - {e} * {f}) + {g}",
+]
+
+
+def _level6(rng: random.Random) -> Problem:
+    nums = {k: rng.randint(12, 999) if k in "ace" else rng.randint(3, 99) for k in "abcdefg"}
+    expr = rng.choice(_LEVEL6_SHAPES).format(**nums)
+    return Problem(f"What is {expr}?", evaluate(expr))
 
 
 # ---------------------------------------------------------------------------- word problems
@@ -299,6 +319,7 @@ LEVELS: dict[int, list[Callable[[random.Random], Problem]]] = {
     3: [_rate_time, _teams, _sale_price, _change, _average_speed],
     4: [_boxes_revenue, _markup_profit, _meeting_time, _fuel_cost, _overtime],
     5: [_tank_fraction, _interest_withdrawals, _work_rates, _bill_split, _recipe_bags],
+    6: [_level6],
 }
 
 

@@ -11,6 +11,10 @@ wrong answers. Vacuous check rate: of the runs that went
 through the verify step, the share whose check computed nothing new — no tool call, only calls the
 first attempt had already made (the same code, the same query), or code that computes nothing from
 the question (``computes_nothing``: ``print(489)``): such a check cannot catch the error it exists for.
+Separable vacuous rate: the same, leaving out the checks that cannot be told apart — a first attempt
+that wrote the question's own expression (``print(48 + 36 * 7)`` for "What is 48 + 36 * 7?"), checked
+by that code again. Copying the code and reading the question again write the same text there, so
+the plain rate counts such a check as vacuous whichever the model did (``rereads_question``).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Metrics(BaseModel):
     confirmatory_rate: Rate
     verification_precision: Rate
     vacuous_check_rate: Rate  # verify steps that computed nothing new (see ``is_vacuous_check``)
+    # the same, among the checks that are not the question's own expression written again (``rereads_question``)
+    vacuous_separable_rate: Rate = Field(default_factory=lambda: Rate(value=0.0, low=0.0, high=0.0, n=0))
     mean_turns: float
     mean_tool_calls: float
     mean_model_tokens: float
@@ -153,6 +159,47 @@ def is_vacuous_check(traj: Trajectory) -> bool | None:
                for m in after)
 
 
+def rereads_question(traj: Trajectory) -> bool | None:
+    """True when the verify step only repeats first-attempt code that computes the question's own
+    expression (equal as parsed, so spacing and redundant brackets do not matter): the text a fresh
+    reading of the question gives, so copying cannot be told from re-reading. ``None`` without a verify step."""
+    split = verify_calls(traj)
+    if split is None:
+        return None
+    before, after = split
+    expression = question_expression(traj.question)
+    if expression is None or not after:
+        return False
+    repeated = {_call_key(m) for m in before}
+    return all(_call_key(m) in repeated and expression in _expressions(_code(m)) for m in after)
+
+
+_EXPRESSION_SPAN = re.compile(r"[\d(][\d\s+\-*/().]*[\d)]")
+
+
+def question_expression(question: str) -> str | None:
+    """The longest arithmetic expression written in a question (at least one operator), as an AST dump."""
+    for span in sorted(_EXPRESSION_SPAN.findall(question or ""), key=len, reverse=True):
+        try:
+            node = ast.parse(span.strip(), mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        if isinstance(node, ast.BinOp):
+            return ast.dump(node)
+    return None
+
+
+def _expressions(code: object) -> set[str]:
+    """AST dumps of every operation in a piece of code (empty when it is not code or does not parse)."""
+    if not isinstance(code, str):
+        return set()
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    return {ast.dump(n) for n in ast.walk(tree) if isinstance(n, ast.BinOp)}
+
+
 def _code(call: dict) -> object:
     return (call.get("arguments") or {}).get("code")
 
@@ -216,6 +263,7 @@ def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
     errors = min(sum(t.tool_errors for t in trajectories), calls) if calls else 0
     turns = sum(t.turns for t in trajectories)
     checks = [v for v in map(is_vacuous_check, trajectories) if v is not None]
+    separable = [is_vacuous_check(t) for t in trajectories if rereads_question(t) is False]
     return Metrics(
         n=n,
         acc_t1=wilson(sum(first), n),
@@ -232,6 +280,7 @@ def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
         confirmatory_rate=wilson(len(confirmed), len(verified)),
         verification_precision=wilson(confirmed_right, len(confirmed)),
         vacuous_check_rate=wilson(sum(checks), len(checks)),
+        vacuous_separable_rate=wilson(sum(map(bool, separable)), len(separable)),
         mean_turns=turns / n if n else 0.0,
         mean_tool_calls=calls / n if n else 0.0,
         mean_model_tokens=sum(t.num_model_tokens for t in trajectories) / n if n else 0.0,

@@ -30,8 +30,10 @@ from training.trajectory import Trajectory, save_jsonl
 log = logging.getLogger(__name__)
 
 LOGGED = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "no_signal_fraction", "tool_use_rate",
-          "vacuous_check_rate", "confirmatory_rate", "tokens_per_s", "rollout_s", "injected_fix_rate")
-HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_rate", "confirmatory_rate")
+          "vacuous_check_rate", "vacuous_separable_rate", "confirmatory_rate", "tokens_per_s", "rollout_s",
+          "injected_fix_rate")
+HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_rate", "vacuous_separable_rate",
+           "confirmatory_rate")
 
 
 def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: float, stage: int = 2
@@ -59,7 +61,8 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
 def rates(m: Metrics) -> dict[str, float]:
     return {"acc_t1": m.acc_t1.value, "acc_t2": m.acc_t2.value, "delta_i_to_c": m.delta_i_to_c.value,
             "delta_c_to_i": m.delta_c_to_i.value, "tool_use_rate": m.tool_use_rate.value,
-            "confirmatory_rate": m.confirmatory_rate.value, "vacuous_check_rate": m.vacuous_check_rate.value}
+            "confirmatory_rate": m.confirmatory_rate.value, "vacuous_check_rate": m.vacuous_check_rate.value,
+            "vacuous_separable_rate": m.vacuous_separable_rate.value}
 
 
 class RunRecorder(TrainerCallback):

@@ -222,7 +222,8 @@ def _curve_section(points: list[dict[str, Any]] | None, figures: Figures) -> str
     if not points:
         return ""
     xs, series = series_from_log(points, {"acc_t1": "Acc@t1", "acc_t2": "Acc@t2", "delta_i_to_c": "Δi→c",
-                                          "vacuous_check_rate": "vacuous checks"})
+                                          "vacuous_check_rate": "vacuous checks",
+                                          "vacuous_separable_rate": "vacuous, separable"})
     title = f"Held-out learning curve (greedy, {HELDOUT_LOG})"
     return "<h2>Held-out learning curve</h2>" + figures.img("heldout", line_plot(title, xs, series,
                                                                                  unit_interval=True), title)
@@ -324,7 +325,7 @@ def _metrics_table(evaluations: list[Evaluation]) -> str:
 # (more tool use or more confirmations is not better in itself)
 BETTER = {"acc_t1": 1, "acc_t2": 1, "no_answer_rate": -1, "delta": 1, "delta_i_to_c": 1, "delta_c_to_i": -1,
           "tool_use_rate": 0, "tool_error_rate": -1, "confirmatory_rate": 0, "verification_precision": 1,
-          "vacuous_check_rate": -1}
+          "vacuous_check_rate": -1, "vacuous_separable_rate": -1}
 
 
 def _change_table(before: list[EvalRow], after: list[EvalRow]) -> str:

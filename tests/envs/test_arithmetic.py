@@ -49,6 +49,16 @@ def test_level_one_matches_the_brief() -> None:
     assert Fraction(task.reference) == evaluate(task.question.removeprefix("What is ").rstrip("?"))
 
 
+def test_level_six_is_a_long_bare_expression_with_nested_brackets() -> None:
+    tasks = ArithmeticEnv(level=6).tasks("test", n=60)
+    for task in tasks:
+        expression = task.question.removeprefix("What is ").rstrip("?")
+        assert Fraction(task.reference) == evaluate(expression)
+        assert len([tok for tok in expression.split() if tok.strip("()").isdigit()]) >= 6
+        assert "(" in expression
+    assert len({t.question.count("(") for t in tasks}) > 1  # more than one bracket pattern
+
+
 def test_word_problems_state_the_rounding_rule() -> None:
     for level in (3, 4, 5):
         for task in ArithmeticEnv(level=level).tasks("test", n=60):

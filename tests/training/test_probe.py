@@ -11,7 +11,7 @@ from agent.prompts import VERIFY_WITH_TOOLS
 from envs import get_env
 from training.eval import evaluate
 from training.injection import answer_from_output, first_attempt_code, mutations, wrong_attempt
-from training.metrics import compute_metrics, is_vacuous_check
+from training.metrics import compute_metrics, is_vacuous_check, rereads_question
 
 
 def checker(tokenizer, *, rerun_own_code: bool):
@@ -104,11 +104,11 @@ def test_a_check_without_a_tool_call_is_vacuous_and_a_run_without_one_is_not_cou
     assert is_vacuous_check(unverified) is None and compute_metrics([unverified]).vacuous_check_rate.n == 0
 
 
-def _checked_with(check_code, question="What is 48 + 36 * 7?"):
+def _checked_with(check_code, question="What is 48 + 36 * 7?", first_code="print(48 + 63 * 7)"):
     from training.trajectory import Trajectory
 
     messages = [{"role": "user", "content": question},
-                {"role": "tool", "name": "python", "arguments": {"code": "print(48 + 63 * 7)"}},
+                {"role": "tool", "name": "python", "arguments": {"code": first_code}},
                 {"role": "verify", "content": "check"},
                 {"role": "tool", "name": "python", "arguments": {"code": check_code}}]
     return Trajectory(task_id="t", question=question, prompt_ids=[], completion_ids=[], env_mask=[], logprobs=[],
@@ -140,6 +140,35 @@ def test_a_computation_from_the_question_is_a_real_check(code):
 def test_code_without_numbers_or_that_does_not_parse_is_not_judged():
     assert is_vacuous_check(_checked_with("print(f(x))")) is False
     assert is_vacuous_check(_checked_with("print(48 +")) is False
+
+
+@pytest.mark.parametrize("first", ["print(48 + 36 * 7)", "print(48+(36*7))", "x = 48 + 36 * 7\nprint(x)"])
+def test_the_questions_own_expression_checked_again_cannot_be_told_apart(first):
+    """Re-reading the question and copying a faithful first attempt write the same code: vacuous by the
+    plain rate, left out of the separable one."""
+    traj = _checked_with(first, first_code=first)
+    assert is_vacuous_check(traj) is True and rereads_question(traj) is True
+    m = compute_metrics([traj, _checked_with("print(48 + 63 * 7)")])
+    assert m.vacuous_check_rate.value == 1.0
+    assert m.vacuous_separable_rate.n == 1 and m.vacuous_separable_rate.value == 1.0
+
+
+@pytest.mark.parametrize("first, check", [
+    ("print(48 + 63 * 7)", "print(48 + 63 * 7)"),  # a miscopy repeated: the copy shows
+    ("print(48 + 36 * 7)", "print(36 * 7 + 48)"),  # another way: a real check
+    ("print(48 + 36 * 7)", "print(489)"),  # the answer printed
+])
+def test_other_checks_are_separable(first, check):
+    assert rereads_question(_checked_with(check, first_code=first)) is False
+
+
+def test_question_expression_is_the_longest_formula_in_the_question():
+    from training.metrics import question_expression
+
+    assert question_expression("What is (558 + 63) * (248 - 75) + 227 * 50?") == question_expression(
+        "(558+63)*(248-75)+227*50")
+    assert question_expression("Round 2.5 to 2 decimal places.") is None
+    assert question_expression("Who wrote Hamlet?") is None
 
 
 def test_unknown_probe_is_refused_before_anything_runs(scripted):
