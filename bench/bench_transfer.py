@@ -2,7 +2,7 @@
 not trained on.
 
 Evaluates the base model and a trained one (greedy, the same held-out tasks) on arithmetic levels
-1–4, wikiqa and humaneval, and writes the change in Acc@t1, Acc@t2, Δi→c, Δc→i and vacuous checks
+1–4 and 6, wikiqa and humaneval, and writes the change in Acc@t1, Acc@t2, Δi→c, Δc→i and vacuous checks
 per env into BENCHMARKS.md.
 
     .venv/bin/python bench/bench_transfer.py --trained runs/learning/final [--n 32] [--trained-on "arithmetic L2"]
@@ -17,14 +17,14 @@ from pathlib import Path
 from _common import command_line, load1, machine, utc_now, write_section
 
 KEYS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δi→c", "delta_i_to_c"), ("Δc→i", "delta_c_to_i"),
-        ("vacuous", "vacuous_check_rate")]
+        ("vacuous", "vacuous_check_rate"), ("vacuous, separable", "vacuous_separable_rate")]
 
 
 def targets() -> list:
     from envs import get_env
 
     envs = []
-    for level in (1, 2, 3, 4):
+    for level in (1, 2, 3, 4, 6):
         env = get_env("arithmetic", level=level)
         env.name = f"arithmetic-L{level}"  # a label for the rows; the env is the built-in one
         envs.append(env)

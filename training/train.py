@@ -69,6 +69,15 @@ def _trim_logs(run_dir: Path, upto_step: int) -> None:
             path.write_text("".join(ln + "\n" for ln in lines))
 
 
+def no_recomputation(config_class: type) -> dict[str, bool]:
+    """The argument that turns activation checkpointing off, under the name this transformers uses:
+    ``activation_checkpointing`` since 5.2x, ``gradient_checkpointing`` before (GRPOConfig turns it on)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, tokenizer: Any = None,
                   console: Console | None = None) -> tuple[Any, Any]:
     """The trainer and its rollout function. ``model``/``tokenizer`` override ``config.model.name``."""
@@ -109,7 +118,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         max_grad_norm=tr.max_grad_norm,
         temperature=cfg.agent.temperature,  # TRL recomputes log-probs at this temperature: keep them equal
         max_completion_length=cfg.agent.max_turns * cfg.agent.max_new_tokens,
-        activation_checkpointing=False,  # small model, plenty of memory: recomputation only costs time
+        **no_recomputation(GRPOConfig),  # small model, plenty of memory: recomputation only costs time
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         logging_steps=1,

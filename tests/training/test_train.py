@@ -60,3 +60,26 @@ def test_the_held_out_curve_is_logged_before_the_first_step_and_every_eval_every
     assert [s["step"] for s in steps] == [0, 1]
     assert "heldout_acc_t2" in steps[1] and "heldout_acc_t2" not in steps[0]
     assert "vacuous_check_rate" in steps[0] and steps[0]["injected_runs"] == 0
+
+
+def test_recomputation_is_turned_off_under_either_name_transformers_uses():
+    """transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; an older one (as on a
+    GPU image with transformers 5.17) refused the new name, so the trainer could not be built there."""
+    from dataclasses import dataclass
+
+    from trl import GRPOConfig
+
+    from training.train import no_recomputation
+
+    @dataclass
+    class Old:
+        gradient_checkpointing: bool = True
+
+    @dataclass
+    class New:
+        activation_checkpointing: bool = True
+
+    assert no_recomputation(Old) == {"gradient_checkpointing": False}
+    assert no_recomputation(New) == {"activation_checkpointing": False}
+    args = GRPOConfig(output_dir="unused", use_cpu=True, **no_recomputation(GRPOConfig))
+    assert getattr(args, next(iter(no_recomputation(GRPOConfig)))) is False
