@@ -284,17 +284,16 @@ COLUMNS = [  # (header, Metrics field)
     ("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δ", "delta"), ("Δi→c", "delta_i_to_c"),
     ("Δc→i", "delta_c_to_i"), ("tool use", "tool_use_rate"), ("tool err.", "tool_error_rate"),
     ("confirm.", "confirmatory_rate"), ("verif. prec.", "verification_precision"), ("vacuous", "vacuous_check_rate"),
-    ("vac. sep.", "vacuous_separable_rate"),
 ]
 
 
-# the report's tables have room for the no-answer share as a column of its own
-REPORT_COLUMNS = [*COLUMNS[:2], ("no answer", "no_answer_rate"), *COLUMNS[2:]]
+# the report's tables have room for the no-answer share and the separable vacuous rate as columns of their own
+REPORT_COLUMNS = [*COLUMNS[:2], ("no answer", "no_answer_rate"), *COLUMNS[2:], ("vac. sep.", "vacuous_separable_rate")]
 TABLE_NOTE = ("rates in %, 95% interval underneath (Wilson; Δ: Newcombe). no answer: runs that ended without "
               "one (counted wrong in Acc); stopped: why runs ended. –: nothing to count, e.g. confirm./verif. "
-              "prec./vacuous when no run reached the verify step, tool err. when no tool was called. vac. sep.: "
-              "vacuous checks, leaving out a faithful first attempt checked by the same code (copying it and "
-              "reading the question again write the same text there).")
+              "prec./vacuous when no run reached the verify step, tool err. when no tool was called.")
+SEPARABLE_NOTE = ("vac. sep.: vacuous checks, leaving out a faithful first attempt checked by the same code (copying "
+                  "it and reading the question again write the same text there).")
 
 
 def no_answer_text(m: Metrics) -> str:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.eval import BASELINE, EVAL_FILE, TABLE_NOTE, EvalReport, EvalRow, eval_rows, format_rate
+from training.eval import BASELINE, EVAL_FILE, SEPARABLE_NOTE, TABLE_NOTE, EvalReport, EvalRow, eval_rows, format_rate
 from training.eval import REPORT_COLUMNS as COLUMNS
 from training.metrics import stops_text
 from training.report_html import CSS, PAGE, PRIORITY, note, outcome, trajectory_html
@@ -318,7 +318,7 @@ def _metrics_table(evaluations: list[Evaluation]) -> str:
                          f"<td>{row.metrics.mean_turns:.1f}</td><td>{html.escape(stops_text(row.metrics))}</td></tr>")
     meta = "".join(f"<li><b>{html.escape(e.label)}</b>: {_describe(e)}</li>" for e in evaluations)
     return (f"<ul class='meta'>{meta}</ul><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
-            f"</tbody></table><p class='hint'>{html.escape(TABLE_NOTE)}</p>")
+            f"</tbody></table><p class='hint'>{html.escape(TABLE_NOTE + ' ' + SEPARABLE_NOTE)}</p>")
 
 
 # which way is better for each column of the after − before table: 1 higher, -1 lower, 0 neither
