@@ -292,9 +292,9 @@ COLUMNS = [  # (header, Metrics field)
 REPORT_COLUMNS = [*COLUMNS[:2], ("no answer", "no_answer_rate"), *COLUMNS[2:]]
 TABLE_NOTE = ("rates in %, 95% interval underneath (Wilson; Δ: Newcombe). no answer: runs that ended without "
               "one (counted wrong in Acc); stopped: why runs ended. –: nothing to count, e.g. confirm./verif. "
-              "prec./vacuous when no run reached the verify step, tool err. when no tool was called. vac. sep.: vacuous "
-              "checks, leaving out a faithful first attempt checked by the same code (copying it and reading the "
-              "question again write the same text there).")
+              "prec./vacuous when no run reached the verify step, tool err. when no tool was called. vac. sep.: "
+              "vacuous checks, leaving out a faithful first attempt checked by the same code (copying it and "
+              "reading the question again write the same text there).")
 
 
 def no_answer_text(m: Metrics) -> str:
