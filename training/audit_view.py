@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+from collections.abc import Callable
+from pathlib import Path
+
 from rich import box
 from rich.console import Group
 from rich.table import Table
@@ -60,3 +64,39 @@ def audit_plot(report: AuditReport) -> bytes:
                           "recall": (a.recall.value, a.recall.low, a.recall.high)}) for a in report.audits]
     return attempt_bars(groups, title=f"Label-free signals vs the answer key: {report.env} (95% CI)", ylabel="rate",
                         reference=(report.accuracy.value, "share of right runs"))
+
+
+def audit_section(run_dir: Path, img: Callable[[str, bytes, str], str]) -> str:
+    """The report page's section on the audits in ``run_dir`` (its own ``audit.json`` or ``audit*/``);
+    empty when there is none. ``img(name, png, alt)`` embeds a figure."""
+    from training.audit import AUDIT_FILE
+
+    paths = ([run_dir / AUDIT_FILE] if (run_dir / AUDIT_FILE).is_file() else []) + sorted(
+        d / AUDIT_FILE for d in run_dir.glob("audit*") if (d / AUDIT_FILE).is_file())
+    if not paths:
+        return ""
+    parts = ["<h2>Label-free signals vs the answer key (audit)</h2>"]
+    for path in paths:
+        try:
+            report = AuditReport.load(path)
+        except ValueError as exc:
+            parts.append(f"<p class='note'>{html.escape(str(path))} could not be read ({html.escape(str(exc))[:200]})"
+                         "</p>")
+            continue
+        rows = "".join(
+            f"<tr><td>{html.escape(a.signal)}</td><td>{html.escape(a.says_right_when)}</td><td>{a.precision}</td>"
+            f"<td>{a.recall}</td><td>{'–' if a.auroc is None else f'{a.auroc:.2f}'}</td>"
+            f"<td>{a.says_right}/{a.n}</td><td>{a.cost.calls}</td><td>{a.cost.seconds:.1f}</td></tr>"
+            for a in report.audits)
+        parts.append(
+            f"<p>{html.escape(str(path.parent))}: {report.env}, {report.runs} runs ({report.n} tasks × "
+            f"{report.generations}), right {report.accuracy}.</p><table><tr><th>signal</th><th>says right when</th>"
+            f"<th>precision</th><th>recall</th><th>AUROC</th><th>paid</th><th>calls</th><th>seconds</th></tr>{rows}"
+            "</table>")
+        if report.judge is not None:
+            j = report.judge
+            parts.append(f"<p>self-judge over {j.pairs} pairs: consistent {j.consistency}; wrong over right "
+                         f"{j.wrong_over_right}; commoner answer {j.prefers_common}; first position "
+                         f"{j.first_position}; no verdict {j.unparsed}.</p>")
+        parts.append(img(f"audit-{path.parent.name}", audit_plot(report), "label-free signals vs the answer key"))
+    return "\n".join(parts)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent.kv_batch import buffered_cache, returned_cache, with_cache
 from training.trajectory import Trajectory
 
 BELIEF_CUE = "Final answer:"
@@ -52,6 +51,8 @@ class BeliefScorer:
     def curve(self, traj: Trajectory, answer: str, upto_turn: int) -> list[float]:
         """Belief in ``answer`` before each model turn 0 … ``upto_turn`` (empty without a point or an answer)."""
         import torch
+
+        from agent.kv_batch import buffered_cache, returned_cache, with_cache
 
         points = [span.start for span in traj.turn_spans[: upto_turn + 1]]
         target = self._encode(" " + answer.strip()) if answer and answer.strip() else []

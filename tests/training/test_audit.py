@@ -14,6 +14,7 @@ from tools import get_tool
 from training.audit import SAYS_RIGHT, AuditReport, AuditRow, audit, auroc, judge_bias, signal_audit
 from training.judge import GroupJudgement, PairVerdict
 from training.metrics import wilson
+from training.report import write_report
 from training.signals import SIGNALS, answer_key
 from training.trajectory import Attempt, Trajectory
 
@@ -105,7 +106,7 @@ class TimesTable(Env):
         return numeric_match(answer, task.reference)
 
 
-def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_model):
+def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_model, tmp_path):
     calls = itertools.count()
 
     def reply(prompt_ids):
@@ -135,3 +136,7 @@ def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_
     assert by_name["tool_check"].says_right > 0 and by_name["majority"].says_right > 0
     assert report.judge.pairs > 0 and by_name["self_judge"].cost.calls == 2 * report.judge.pairs
     assert by_name["belief"].cost.calls > 0 and by_name["self_judge"].auroc is not None
+    report.save(tmp_path / "audit")
+    page = write_report(tmp_path).read_text()
+    assert "Label-free signals vs the answer key (audit)" in page and "tool_check" in page
+    assert (tmp_path / "plots" / "audit-audit.png").is_file()
