@@ -140,3 +140,20 @@ def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_
     page = write_report(tmp_path).read_text()
     assert "Label-free signals vs the answer key (audit)" in page and "tool_check" in page
     assert (tmp_path / "plots" / "audit-audit.png").is_file()
+
+
+def test_readme_section_command_and_rewards_are_real(tmp_path):
+    from anchorloop.cli import app
+    from tests.readme_example import _FENCE, cli_commands, readme_section
+    from training.config import load_config
+
+    section = readme_section("Training without an answer key")
+    [command] = cli_commands(section)
+    assert command[:2] == ["anchorloop", "audit"]
+    from typer.main import get_command
+
+    options = {o for p in get_command(app).commands["audit"].params for o in p.opts}
+    assert {arg for arg in command if arg.startswith("--")} <= options
+    [toml] = [code for lang, code in _FENCE.findall(section) if lang == "toml"]
+    (tmp_path / "c.toml").write_text(toml)
+    assert load_config(tmp_path / "c.toml").rewards.signals() == ["majority", "tool_check"]
