@@ -70,6 +70,7 @@ class AgentRollout:
                  injector: Callable[[Any], Any] | None = None, signals: Sequence[str] = ()) -> None:
         self.build = build
         self.signals = check_signals(signals)  # label-free signals computed on each batch (training.labelfree)
+        self.group_size: int | None = None  # the trainer's num_generations, read on each call
         self.make_injector = injector  # policy → training.injection.ErrorInjector (injected_errors > 0)
         self.injector: Any = None
         self.env = env
@@ -81,6 +82,7 @@ class AgentRollout:
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         tasks = [self._task(p) for p in prompts]
         self.ready(trainer)
+        self.group_size = getattr(trainer, "num_generations", None)
         model = trainer.model  # in-process, the policy samples from this very module
         was_training = model.training
         model.eval()
@@ -108,7 +110,8 @@ class AgentRollout:
         given = await self.injector.first_attempts(tasks) if self.injector is not None else None
         trajectories = await rollout(self.agent, self.env, tasks, first_attempts=given)
         if self.signals:  # after the batch, so the judge's calls are batched too, before the rewards read them
-            costs = (await annotate(trajectories, self.env, self.signals, policy=self.policy)).costs
+            costs = (await annotate(trajectories, self.env, self.signals, policy=self.policy,
+                                    group_size=self.group_size)).costs
             log.info("label-free signals: %s", {k: c.model_dump() for k, c in costs.items()})
         return trajectories
 

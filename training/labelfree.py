@@ -17,6 +17,7 @@ from training.belief import BeliefScorer, belief_gain
 from training.judge import GroupJudgement, SelfJudge
 from training.signals import (
     FIRST,
+    NEEDS_MODEL,
     annotate_cheap,
     answer_key,
     check_signals,
@@ -40,21 +41,20 @@ class Annotation(BaseModel):
 
 
 async def annotate(trajectories: Sequence[Trajectory], env: Any, signals: Sequence[str], *, policy: Any = None,
-                   first_answers: bool = True) -> Annotation:
+                   first_answers: bool = True, group_size: int | None = None) -> Annotation:
     """Write each of ``signals`` into every run's ``signals`` (and, with ``first_answers``, its value for
     the first answer under ``NAME_first``). ``self_judge`` generates with ``policy``; ``belief`` runs
-    ``policy.model`` (an in-process model: ``HFPolicy``)."""
+    ``policy.model`` (an in-process model: ``HFPolicy``). Groups: ``group_size`` consecutive rows, or
+    (``None``) all the runs of a task."""
     names = check_signals(signals)
     out = Annotation()
-    started = time.perf_counter()
-    annotate_cheap(trajectories, env, [n for n in names if n in ("majority", "tool_check")])
-    cheap = time.perf_counter() - started
-    for name in names:
-        if name in ("majority", "tool_check"):
-            out.costs[name] = SignalCost(seconds=cheap / len([n for n in names if n in ("majority", "tool_check")]))
+    for name in (n for n in names if n not in NEEDS_MODEL):
+        started = time.perf_counter()
+        annotate_cheap(trajectories, env, [name], group_size)
+        out.costs[name] = SignalCost(seconds=time.perf_counter() - started)
     if "self_judge" in names:
         judge = SelfJudge(_need(policy, "self_judge"))
-        out.judgements = await _judge(judge, trajectories, first_answers)
+        out.judgements = await _judge(judge, trajectories, first_answers, group_size)
         out.costs["self_judge"] = SignalCost(calls=judge.calls, seconds=judge.seconds)
     if "belief" in names:
         model = getattr(_need(policy, "belief"), "model", None)
@@ -74,10 +74,11 @@ def _need(policy: Any, name: str) -> Any:
     return policy
 
 
-async def _judge(judge: SelfJudge, trajectories: Sequence[Trajectory], first_answers: bool) -> list[GroupJudgement]:
+async def _judge(judge: SelfJudge, trajectories: Sequence[Trajectory], first_answers: bool,
+                 group_size: int | None) -> list[GroupJudgement]:
     """One judgement per group over the union of its answers (first answers too, when asked); each run
     gets its answer's score, 0 without an answer."""
-    groups = groups_of(trajectories)
+    groups = groups_of(trajectories, group_size)
     asks = []
     for group in groups:
         runs = [trajectories[i] for i in group]

@@ -71,8 +71,13 @@ def answer_diversity(answers: Sequence[str | None]) -> float:
     return len({answer_key(a) for a in answers}) / len(answers)
 
 
-def groups_of(trajectories: Sequence[Trajectory]) -> list[list[int]]:
-    """Row indices grouped by task, in the order the tasks first appear."""
+def groups_of(trajectories: Sequence[Trajectory], size: int | None = None) -> list[list[int]]:
+    """Row indices grouped by task, in the order the tasks first appear; with ``size``, consecutive blocks of
+    that many rows (GRPO's groups, which stay apart even when a batch holds one task twice)."""
+    if size:
+        if len(trajectories) % size:
+            raise ValueError(f"{len(trajectories)} rows do not split into groups of {size}")
+        return [list(range(i, i + size)) for i in range(0, len(trajectories), size)]
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(trajectories):
         groups.setdefault(t.task_id, []).append(i)
@@ -111,10 +116,11 @@ def tool_check(traj: Trajectory, env: Any, *, first: bool = False) -> float:
     return float(env.supported_by_tools(traj.question, attempt.answer, observations(traj, attempt.turn + 1)))
 
 
-def annotate_cheap(trajectories: Sequence[Trajectory], env: Any, names: Sequence[str]) -> None:
+def annotate_cheap(trajectories: Sequence[Trajectory], env: Any, names: Sequence[str],
+                   group_size: int | None = None) -> None:
     """Write ``majority`` and ``tool_check`` (when in ``names``) for final and first answers."""
     if "majority" in names:
-        for group in groups_of(trajectories):
+        for group in groups_of(trajectories, group_size):
             for pick, suffix in ((final_answer, ""), (first_answer, FIRST)):
                 agreement = majority_agreement([pick(trajectories[i]) for i in group])
                 for i, value in zip(group, agreement, strict=True):

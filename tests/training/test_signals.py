@@ -175,3 +175,18 @@ def test_annotate_writes_every_signal_for_last_and_first_answers(scripted, tiny_
     assert result.costs["self_judge"].calls == 2 and result.costs["belief"].calls == 3
     assert all(f"{name}_first" in t.signals for t in runs for name in ("majority", "tool_check", "self_judge",
                                                                         "belief"))
+
+
+def test_groups_are_blocks_of_the_group_size_even_for_a_task_drawn_twice():
+    from training.signals import annotate_cheap, groups_of
+
+    def run(answer):
+        return Trajectory(task_id="same", prompt_ids=[1], completion_ids=[2], env_mask=[1], logprobs=[0.0],
+                          attempts=[Attempt(answer=answer, turn=0)])
+
+    runs = [run("1"), run("1"), run("2"), run("3")]
+    assert groups_of(runs) == [[0, 1, 2, 3]] and groups_of(runs, 2) == [[0, 1], [2, 3]]
+    annotate_cheap(runs, None, ["majority"], group_size=2)
+    assert [t.signals["majority"] for t in runs] == [1.0, 1.0, 0.0, 0.0]  # the second group ties: no label
+    with pytest.raises(ValueError, match="groups of 3"):
+        groups_of(runs, 3)
