@@ -372,6 +372,61 @@ def eval_command(
 
 @app.command()
 @friendly_errors
+def audit(
+    env: EnvName = "arithmetic",
+    env_arg: EnvArgs = None,
+    tool: ExtraTools = None,
+    n: Annotated[int, typer.Option(min=1, help="Tasks (each run --num-generations times).")] = 16,
+    num_generations: Annotated[int, typer.Option(min=2, help="Runs per task: the group majority and the "
+                                                 "self-judge compare (training.num_generations).")] = 4,
+    signal: Annotated[list[str] | None, typer.Option(
+        help="A signal to audit (repeatable): 'majority' (the group's most common answer), 'self_judge' (the "
+        "model judges its group's answers in pairs), 'tool_check' (the answer backed by its own tool output), "
+        "'belief' (the model's log-prob of its answer rose over the run). Default: all four.")] = None,
+    split: Split = "test",
+    seed: Seed = 0,
+    model: Model = "smollm2-135m",
+    protocol: ProtocolOption = "auto",
+    max_turns: MaxTurns = 8,
+    self_correct: SelfCorrect = True,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the runs (a task's runs "
+                                               "must differ for its group to say anything).")] = 0.8,
+    max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
+    out: Annotated[Path | None, typer.Option(help="Where audit.json, audit.png and trajectories.jsonl go "
+                                              "(default runs/audit-DATE-TIME).")] = None,
+) -> None:
+    """Audit before you train: how far each label-free reward signal agrees with the answer key.
+
+    Samples runs on tasks that have a key; per signal: precision and recall of "right", AUROC, judge biases, cost."""
+    import time
+
+    from envs import get_env, with_tools
+    from training.signals import SIGNALS, check_signals
+
+    chosen = check_signals(signal or list(SIGNALS))  # bad input fails before torch and the model load
+    environment = with_tools(get_env(env, **parse_env_args(env_arg)), tool)
+    from agent.hf_policy import HFPolicy
+    from agent.policy import SamplingParams
+    from training.audit import audit as run_audit
+
+    out = out or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
+    console.print(f"Loading model [bold]{model}[/] …")
+    policy = HFPolicy.from_pretrained(model)
+    try:
+        result = run_audit(policy, environment, n=n, generations=num_generations, signals=chosen, split=split,
+                           seed=seed, model=model, console=console, protocol=protocol, max_turns=max_turns,
+                           self_correct=self_correct,
+                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
+    finally:
+        policy.close()
+    console.print(result.table())
+    path = result.save(out)
+    console.print(f"results in {path}, plot in {path.parent / 'audit.png'}, runs in "
+                  f"{path.parent / 'trajectories.jsonl'}")
+
+
+@app.command()
+@friendly_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A training run's output_dir, or an `eval --out` directory.")],
     sample: Annotated[int, typer.Option(min=0, help="Trajectories to show per evaluation.")] = 24,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -47,6 +48,14 @@ class Env:
     async def ascore(self, task: Task, answer: str) -> float:
         """``score`` without blocking the event loop (a worker thread unless overridden)."""
         return await asyncio.to_thread(self.score, task, answer)
+
+    def supported_by_tools(self, question: str, answer: str, observations: Sequence[str]) -> bool:
+        """The label-free ``tool_check`` signal: do the run's own tool outputs (``observations``) back its
+        ``answer``? No answer key is given, by design. Default: ``envs.scoring.supported_by_evidence``
+        (a numeric answer printed by the code, a text answer contained in a retrieved passage)."""
+        from envs.scoring import supported_by_evidence
+
+        return supported_by_evidence(answer, observations)
 
     def score_details(self, task: Task, answer: str) -> dict[str, Any]:
         """``score`` plus any secondary metrics (F1, what was missing, …) under their own keys."""

@@ -45,6 +45,9 @@ class WithTools(Env):
     def score_details(self, task: Task, answer: str) -> dict[str, Any]:
         return self.env.score_details(task, answer)
 
+    def supported_by_tools(self, question: str, answer: str, observations: Sequence[str]) -> bool:
+        return self.env.supported_by_tools(question, answer, observations)
+
     def __getattr__(self, attr: str) -> Any:  # the env's own attributes (levels, paths, …)
         if attr == "env":
             raise AttributeError(attr)

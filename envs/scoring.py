@@ -14,7 +14,7 @@ import secrets
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -188,6 +188,21 @@ def contains_match(answer: str, reference: Any) -> float:
         if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
             return 1.0
     return 0.0
+
+
+def supported_by_evidence(answer: str, evidence: Sequence[str]) -> bool:
+    """Whether text that tools produced backs ``answer``, with no answer key: a numeric answer's number is
+    among the numbers of some evidence text (what executed code printed, a retrieved passage), compared
+    exactly; any other answer occurs in some evidence text as whole words (normalised). An empty answer is
+    backed by nothing."""
+    number = extract_number(answer or "")
+    if number is not None:
+        return any(number in parse_numbers(text) for text in evidence)
+    needle = normalize_text(extract_answer(answer or ""))
+    if not needle:
+        return False
+    pattern = re.compile(rf"(?<!\w){re.escape(needle)}(?!\w)")
+    return any(pattern.search(normalize_text(text)) for text in evidence)
 
 
 def squad_normalize(text: str) -> str:

@@ -92,6 +92,17 @@ class RewardConfig(_Section):
     format: float = 0.0
     tool: float = 0.0
     check: float = 0.0  # −weight × last score when the verify step computed nothing new (a vacuous check)
+    # label-free signals (training.signals; audit them first: `anchorloop audit`), no answer key read:
+    majority: float = 0.0  # 1 when the answer is the group's unique most common one (TTRL)
+    self_judge: float = 0.0  # the policy's consistency-weighted win rate over its group's answers (SERL), in [0, 1]
+    tool_check: float = 0.0  # 1 when the run's own tool outputs back its answer (the anchored signal)
+    belief: float = 0.0  # rise of log p(own answer) over the run, in nats (ΔBelief); costs forward passes
+
+    def signals(self) -> list[str]:
+        """The label-free signals with a non-zero weight: the ones a rollout must compute."""
+        from training.signals import SIGNALS
+
+        return [name for name in SIGNALS if getattr(self, name)]
 
 
 class TrainingConfig(_Section):
@@ -149,6 +160,14 @@ class TrainConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
 
+    @model_validator(mode="after")
+    def _signals_can_run(self) -> TrainConfig:
+        if self.rewards.belief and self.training.vllm_server:
+            raise ValueError("rewards.belief reads log-probabilities from the weights in the trainer's process, "
+                             "which training.vllm_server moves away: drop one of them.")
+        return self
+
+
 class ConfigError(ValueError):
     """The config file cannot be used; the message names the file, the key and the problem."""
 
@@ -174,7 +193,18 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key '{key}'")
+                problems.append(f"unknown key '{key}'{_known_keys(err['loc'][:-1])}")
             else:
                 problems.append(f"'{key}': {err['msg']}")
         raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+
+
+def _known_keys(section: tuple[Any, ...]) -> str:
+    """``" (known: a, b, c)"``: the keys the section at ``section`` takes (nothing when it cannot be found)."""
+    model: Any = TrainConfig
+    for part in section:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    return f" (known: {', '.join(model.model_fields)})"

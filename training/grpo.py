@@ -4,7 +4,8 @@
 trainer's own weights (same model object, eval mode, no gradient) or on a vLLM server TRL keeps in
 sync (``training.rollout_backend``), batched across the whole generation batch, and returns exact ids,
 sampled log-probs, the ``env_mask`` that keeps inserted tokens out of the loss, and per-row fields:
-the ones the reward functions read (``training.rewards``) and ``first_attempt_mask``. Logging and
+the ones the reward functions read (``training.rewards``; the label-free signals of ``signals``, computed
+on the batch once it is collected) and ``first_attempt_mask``. Logging and
 saving live in ``training.recorder``.
 
 ``SelfCorrectionGRPOTrainer`` adds what TRL cannot express, as token-level advantages (which TRL
@@ -38,16 +39,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from trl import GRPOTrainer
 
 from envs import Env, Task
+from training.labelfree import annotate
 from training.metrics import is_vacuous_check
 from training.rollout import rollout
 from training.shared_prefix import shared_prefix_logps
+from training.signals import FIRST, SIGNALS, check_signals
 from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,10 @@ class AgentRollout:
     """
 
     def __init__(self, build: Callable[[Any], tuple[Any, Any]], env: Env, tasks: list[Task], *,
-                 injector: Callable[[Any], Any] | None = None) -> None:
+                 injector: Callable[[Any], Any] | None = None, signals: Sequence[str] = ()) -> None:
         self.build = build
+        self.signals = check_signals(signals)  # label-free signals computed on each batch (training.labelfree)
+        self.group_size: int | None = None  # the trainer's num_generations, read on each call
         self.make_injector = injector  # policy → training.injection.ErrorInjector (injected_errors > 0)
         self.injector: Any = None
         self.env = env
@@ -77,6 +82,7 @@ class AgentRollout:
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         tasks = [self._task(p) for p in prompts]
         self.ready(trainer)
+        self.group_size = getattr(trainer, "num_generations", None)
         model = trainer.model  # in-process, the policy samples from this very module
         was_training = model.training
         model.eval()
@@ -102,7 +108,12 @@ class AgentRollout:
 
     async def _collect(self, tasks: list[Task]) -> list[Trajectory]:
         given = await self.injector.first_attempts(tasks) if self.injector is not None else None
-        return await rollout(self.agent, self.env, tasks, first_attempts=given)
+        trajectories = await rollout(self.agent, self.env, tasks, first_attempts=given)
+        if self.signals:  # after the batch, so the judge's calls are batched too, before the rewards read them
+            costs = (await annotate(trajectories, self.env, self.signals, policy=self.policy,
+                                    group_size=self.group_size)).costs
+            log.info("label-free signals: %s", {k: c.model_dump() for k, c in costs.items()})
+        return trajectories
 
     def ready(self, trainer: Any) -> Any:
         """The policy, built on first use from the model ``trainer`` trains."""
@@ -210,9 +221,10 @@ CREDITS = ("per_attempt", "trajectory")
 
 
 def first_attempt_view(row: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a run as if it had stopped at its first answer: that answer is the last one, and
-    there was no verify step to judge."""
-    return {"last_score": row["first_score"], "vacuous_check": 0}
+    """The fields of a run as if it had stopped at its first answer: that answer is the last one (its
+    label-free signals too), and there was no verify step to judge."""
+    return {"last_score": row["first_score"], "vacuous_check": 0,
+            **{name: row[name + FIRST] for name in SIGNALS if name + FIRST in row}}
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
@@ -250,7 +262,15 @@ def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_errors": [t.tool_errors for t in trajectories],
         "num_attempts": [len(t.attempts) for t in trajectories],
         "vacuous_check": [int(bool(is_vacuous_check(t))) for t in trajectories],
+        **signal_fields(trajectories),
     }
+
+
+def signal_fields(trajectories: list[Trajectory]) -> dict[str, list[float]]:
+    """The label-free signals computed on this batch (last and first answers), one column each."""
+    names = [s + suffix for s in SIGNALS for suffix in ("", FIRST)]
+    return {name: [t.signals.get(name, 0.0) for t in trajectories]
+            for name in names if any(name in t.signals for t in trajectories)}
 
 
 def _trainable(traj: Trajectory, tokenizer: Any) -> Trajectory:

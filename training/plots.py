@@ -107,8 +107,11 @@ def transition_matrices(panels: Sequence[tuple[str, list[list[int]]]]) -> bytes:
     return png(fig)
 
 
-def attempt_bars(groups: Sequence[tuple[str, dict[str, tuple[float, float, float]]]]) -> bytes:
-    """Accuracy per attempt with 95% intervals: ``groups`` = [(label, {"Acc@t1": (value, low, high), …})]."""
+def attempt_bars(groups: Sequence[tuple[str, dict[str, tuple[float, float, float]]]], *,
+                 title: str = "Accuracy per attempt (95% CI)", ylabel: str = "accuracy",
+                 reference: tuple[float, str] | None = None) -> bytes:
+    """Rates with 95% intervals, grouped: ``groups`` = [(label, {"Acc@t1": (value, low, high), …})], by default
+    accuracy per attempt. ``reference`` draws a labelled horizontal line (a base rate to beat)."""
     names = list(dict.fromkeys(name for _, bars in groups for name in bars))
     width = 0.8 / max(len(names), 1)
     fig = Figure(figsize=(max(4.0, 1.2 * len(groups) + 2), 3.4))
@@ -121,9 +124,11 @@ def attempt_bars(groups: Sequence[tuple[str, dict[str, tuple[float, float, float
         errors = [[max(v - lo, 0.0) for v, lo, _ in stats], [max(hi - v, 0.0) for v, _, hi in stats]]
         ax.bar(xs, values, width, yerr=errors, capsize=3, color=colour, label=name)
     ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8, rotation=15)
+    if reference is not None:
+        ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy per attempt (95% CI)", loc="left", fontsize=11)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize=11)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(frameon=False, fontsize=9)
     return png(fig)

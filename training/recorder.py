@@ -5,8 +5,8 @@
 - each rollout's trajectories go to ``trajectories/step_NNNNN.jsonl`` as soon as they exist, before
   anything can stop the step (a step whose every run failed is kept for inspection);
 - at the end of each step, one line of ``train_log.jsonl`` (reward, per-attempt accuracies, check
-  quality, throughput, SCoRe stage), and the same numbers under ``selfcorrect/`` in the trainer's
-  logs (TensorBoard, W&B), through the public ``on_log`` hook;
+  quality, answer diversity and the label-free signals' means, throughput, SCoRe stage), and the same
+  numbers under ``selfcorrect/`` in the trainer's logs (TensorBoard, W&B), through the public ``on_log`` hook;
 - every ``eval_every`` steps (and before the first), greedy evaluation on held-out tasks: the
   learning curve, logged as ``heldout/*`` and plotted by the report.
 """
@@ -22,16 +22,17 @@ from typing import Any
 from transformers import TrainerCallback
 
 from training.config import RewardConfig
-from training.grpo import reward_fields
+from training.grpo import reward_fields, signal_fields
 from training.metrics import Metrics, compute_metrics
 from training.rewards import no_signal_fraction, total_rewards
+from training.signals import SIGNALS, answer_diversity, final_answer, groups_of
 from training.trajectory import Trajectory, save_jsonl
 
 log = logging.getLogger(__name__)
 
 LOGGED = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "no_signal_fraction", "tool_use_rate",
           "vacuous_check_rate", "vacuous_separable_rate", "confirmatory_rate", "tokens_per_s", "rollout_s",
-          "injected_fix_rate")
+          "injected_fix_rate", "answer_diversity", *(f"signal_{name}" for name in SIGNALS))
 HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_rate", "vacuous_separable_rate",
            "confirmatory_rate")
 
@@ -55,7 +56,18 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
         "rollout_s": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
         "injected_runs": len(injected),
         "injected_fix_rate": sum(t.last_right for t in injected) / len(injected) if injected else 0.0,
+        "answer_diversity": mean_answer_diversity(trajectories),
+        **{f"signal_{name}": sum(values) / len(values) for name, values in signal_fields(trajectories).items()
+           if name in SIGNALS},
     }
+
+
+def mean_answer_diversity(trajectories: list[Trajectory]) -> float:
+    """Distinct final answers / group size, averaged over the batch's groups: drift towards one answer per
+    task (what a label-free reward can buy without being right) shows as this falling."""
+    groups = groups_of(trajectories)
+    return sum(answer_diversity([final_answer(trajectories[i]) for i in g]) for g in groups) / len(groups) \
+        if groups else 0.0
 
 
 def rates(m: Metrics) -> dict[str, float]:

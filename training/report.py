@@ -4,6 +4,7 @@ transition matrices, tool use, and a browsable sample of trajectories.
     run_dir/
       train_log.jsonl          one JSON object per training step (step, reward_mean, acc_t1, ...)
       eval_before/, eval_after/  each eval.json + trajectories.jsonl, as `anchorloop eval --out` writes
+      audit.json or audit*/    as `anchorloop audit --out` writes (label-free signals vs the answer key)
       *.jsonl                  otherwise: any trajectory files
 
 Every piece is optional; a section whose input is missing says so. The plots are embedded in the
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from training.audit_view import audit_section
 from training.eval import BASELINE, EVAL_FILE, SEPARABLE_NOTE, TABLE_NOTE, EvalReport, EvalRow, eval_rows, format_rate
 from training.eval import REPORT_COLUMNS as COLUMNS
 from training.metrics import stops_text
@@ -68,6 +70,7 @@ def write_report(run_dir: str | Path, *, sample: int = 24) -> Path:
         _curve_section(read_train_log(run_dir / HELDOUT_LOG), figures),
         _evaluation_section(evaluations, figures, run_dir),
         _tools_section(steps, figures),
+        audit_section(run_dir, figures.img),
         _trajectories_section(evaluations + ([latest] if latest else []), sample),
     ]
     path = run_dir / REPORT_FILE
@@ -201,6 +204,9 @@ def _training_section(steps: list[dict[str, Any]] | None, figures: Figures) -> s
         ("checks", "Quality of the checks (training rollouts)",
          {"vacuous_check_rate": "vacuous checks", "confirmatory_rate": "confirmed", "injected_fix_rate":
           "injected errors fixed"}, True, False),
+        ("labelfree", "Label-free signals and answer diversity (training rollouts)",
+         {"answer_diversity": "distinct answers / group", "signal_majority": "majority", "signal_self_judge":
+          "self-judge", "signal_tool_check": "tool check"}, True, False),
     ]
     xs, _ = series_from_log(steps, {})
     stage2 = next((x for x, r in zip(xs, steps) if r.get("stage") == 2), None)

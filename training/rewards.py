@@ -4,6 +4,9 @@ The rollout forwards ``first_score``, ``last_score``, ``parse_errors``, ``turns`
 ``tool_errors`` and ``vacuous_check`` for every completion; TRL passes them to each function as
 lists. SCoRe's reward is the last attempt's correctness plus ``alpha * (r_last - r_first)``: the
 bonus makes "repeat the first answer" worth less than fixing it, and costs a right→wrong change twice.
+
+The label-free terms (``majority``, ``self_judge``, ``tool_check``, ``belief``) read no score at all: the
+rollout computes them (``training.labelfree``) and forwards them as per-row fields of those names.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from training.config import RewardConfig
+from training.signals import SIGNALS
 
 
 def correctness(completions: Sequence[Any], last_score: Sequence[float], **_: Any) -> list[float]:
@@ -49,9 +53,23 @@ def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], last_s
     return [-float(v) * float(s) for v, s in zip(vacuous_check, last_score, strict=True)]
 
 
+def signal_term(name: str) -> Callable[..., list[float]]:
+    """The reward that reads a label-free signal's per-row field (``training.signals``: computed by the rollout
+    when its weight is non-zero)."""
+
+    def term(completions: Sequence[Any], **fields: Any) -> list[float]:
+        if name not in fields:
+            raise KeyError(f"the {name} reward reads each row's {name!r} field, which the rollout did not compute: "
+                           f"pass signals=[{name!r}] to AgentRollout (training.train does so from [rewards]).")
+        return [float(v) for v in fields[name]]
+
+    term.__name__ = name
+    return term
+
+
 TERMS: dict[str, Callable[..., list[float]]] = {
     "correctness": correctness, "progress": progress, "format": format_score, "tool": tool_score,
-    "check": fresh_check,
+    "check": fresh_check, **{name: signal_term(name) for name in SIGNALS},
 }
 
 

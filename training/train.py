@@ -147,7 +147,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         first_agent = build_env_agent(policy, env, sampling=sampling, **agent_options | {"self_correct": False})
         return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed)
 
-    rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None)
+    rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,
+                           signals=cfg.rewards.signals())
     curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
 
     greedy_agent: list[Any] = []  # built once, on the first curve point, for the policy the rollout uses

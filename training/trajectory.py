@@ -75,6 +75,8 @@ class Trajectory(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     group: int = 0  # index of the generation within its task's group
     turn_spans: list[TurnSpan] = Field(default_factory=list)  # the model's turns, as the graph recorded them
+    # label-free signals (training.signals): name → value for the last answer, NAME_first for the first
+    signals: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, task_id: str, env: str, question: str, group: int,

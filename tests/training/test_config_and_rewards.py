@@ -95,3 +95,29 @@ def test_check_term_costs_a_vacuous_verify_step_and_the_first_attempt_view_has_n
 def test_no_signal_fraction_counts_flat_groups():
     assert no_signal_fraction([[1, 1], [0, 1], [0.5, 0.5]]) == pytest.approx(2 / 3)
     assert no_signal_fraction([]) == 0.0
+
+
+def test_label_free_terms_read_their_rows_and_the_first_attempt_view_reads_the_first_answers():
+    from training.grpo import first_attempt_view
+
+    weights = RewardConfig(correctness=0.0, progress=0.0, majority=1.0, tool_check=0.5)
+    fields = {"first_score": [0, 0], "last_score": [0, 0], "majority": [1.0, 0.0], "majority_first": [0.0, 0.0],
+              "tool_check": [1.0, 1.0], "tool_check_first": [0.0, 1.0]}
+    assert total_rewards(weights, fields) == [1.5, 0.5]  # no answer key read: both runs are wrong
+    rows = [{k: v[i] for k, v in fields.items()} for i in range(2)]
+    first = [row | first_attempt_view(row) for row in rows]
+    assert total_rewards(weights, {k: [row[k] for row in first] for k in fields}) == [0.0, 0.5]
+    assert weights.signals() == ["majority", "tool_check"]
+    with pytest.raises(KeyError, match="did not compute"):
+        total_rewards(RewardConfig(belief=1.0), {"first_score": [0], "last_score": [0]})
+
+
+def test_an_unknown_reward_key_names_the_known_signals(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[rewards]\nself_agreement = 1.0\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'rewards.self_agreement' \(known: .*majority, self_judge, "
+                                          r"tool_check, belief\)"):
+        load_config(path)
+    path.write_text("[rewards]\nbelief = 1.0\n[training]\nvllm_server = 'http://localhost:8000'\n")
+    with pytest.raises(ConfigError, match="belief"):
+        load_config(path)

@@ -22,3 +22,16 @@ def test_a_row_that_cannot_be_saved_does_not_stop_the_step(tmp_path):
     assert saved_good == good
     assert saved_bad.task_id == "b" and "cannot be saved" in saved_bad.stop_reason
     assert recorder.pending["step"] == 4 and recorder.pending["acc_t1"] == 1.0
+
+
+def test_step_stats_log_answer_diversity_and_signal_means():
+    from training.recorder import step_stats
+
+    def run(task, answer, majority):
+        return Trajectory(task_id=task, prompt_ids=[1], completion_ids=[2], env_mask=[1], logprobs=[-0.5],
+                          attempts=[Attempt(answer=answer, turn=0, score=0.0)], signals={"majority": majority})
+
+    batch = [run("a", "1", 1.0), run("a", "1", 1.0), run("b", "2", 0.0), run("b", "3", 0.0)]
+    stats = step_stats(batch, RewardConfig(majority=1.0), seconds=1.0)
+    assert stats["answer_diversity"] == (1 / 2 + 2 / 2) / 2  # task a agrees, task b splits
+    assert stats["signal_majority"] == 0.5 and stats["reward_mean"] == 0.5 + 0.0  # correctness 0 everywhere
