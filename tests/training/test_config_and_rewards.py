@@ -9,6 +9,15 @@ def test_quickstart_config_loads():
     assert cfg.model.name == "smollm2-135m" and cfg.training.steps >= 1
 
 
+@pytest.mark.parametrize("name", ["quickstart", "learning", "long-expressions"])
+def test_every_shipped_config_loads_and_builds_its_env(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.toml")
+    env = cfg.env.build()
+    assert env.tasks("test", n=2) and cfg.training.micro_batch >= 1
+
+
 def test_unknown_key_is_an_error_naming_it(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[training]\nstepz = 3\n")
