@@ -189,15 +189,19 @@ def question_expression(question: str) -> str | None:
     return None
 
 
+def _nodes(code: object) -> list[ast.AST] | None:
+    """Every node of a piece of Python code; ``None`` when it is not code or does not parse."""
+    if not isinstance(code, str):
+        return None
+    try:
+        return list(ast.walk(ast.parse(code)))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def _expressions(code: object) -> set[str]:
     """AST dumps of every operation in a piece of code (empty when it is not code or does not parse)."""
-    if not isinstance(code, str):
-        return set()
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    return {ast.dump(n) for n in ast.walk(tree) if isinstance(n, ast.BinOp)}
+    return {ast.dump(n) for n in _nodes(code) or [] if isinstance(n, ast.BinOp)}
 
 
 def _code(call: dict) -> object:
@@ -206,13 +210,7 @@ def _code(call: dict) -> object:
 
 def _literals(code: object) -> set[float]:
     """The number literals of a piece of Python code (empty when it is not code or does not parse)."""
-    if not isinstance(code, str):
-        return set()
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    return _number_literals(ast.walk(tree))
+    return _number_literals(_nodes(code) or [])
 
 
 def _number_literals(nodes: Iterable[ast.AST]) -> set[float]:
@@ -225,13 +223,9 @@ def computes_nothing(code: object, question_numbers: set[float]) -> bool:
     are none of the question's (``print(10160 * 1)``). Such a "check" is decided before it runs: it
     cannot catch an error, and a reward for checking must not pay for it. Code that does not parse,
     or uses no number at all, is not judged here."""
-    if not isinstance(code, str):
+    nodes = _nodes(code)
+    if nodes is None:
         return False
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    nodes = list(ast.walk(tree))
     if not any(isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n)) for n in nodes):
         return True
     literals = _number_literals(nodes)
