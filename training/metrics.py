@@ -256,8 +256,9 @@ def compute_metrics(trajectories: Sequence[Trajectory]) -> Metrics:
     # every recorded tool error counts against the calls made (a refused over-budget call included)
     errors = min(sum(t.tool_errors for t in trajectories), calls) if calls else 0
     turns = sum(t.turns for t in trajectories)
-    checks = [v for v in map(is_vacuous_check, trajectories) if v is not None]
-    separable = [is_vacuous_check(t) for t in trajectories if rereads_question(t) is False]
+    vacuous = [is_vacuous_check(t) for t in trajectories]
+    checks = [v for v in vacuous if v is not None]
+    separable = [v for t, v in zip(trajectories, vacuous) if rereads_question(t) is False]
     return Metrics(
         n=n,
         acc_t1=wilson(sum(first), n),
