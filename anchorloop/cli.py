@@ -330,8 +330,9 @@ def eval_command(
         "no tools), 'self-correct' (no verify step) or 'restate-question' (the verify turn without the "
         "question quoted). Repeatable.")] = None,
     probe: Annotated[list[str] | None, typer.Option(
-        help="Also run a probe: 'injected-errors' (the verify step on wrong first attempts made from the "
-        "model's own code: fix rate and false alarms).")] = None,
+        help="Also run a probe (repeatable): 'injected-errors' (the verify step on wrong first attempts made from "
+        "the model's own code: fix rate and false alarms) or 'failed-calls' (the same, from code that fails and "
+        "a made-up answer).")] = None,
     graph: GraphOption = None,
     out: Annotated[Path | None, typer.Option(help="Where eval.json and trajectories.jsonl go "
                                               "(default runs/eval-DATE-TIME).")] = None,

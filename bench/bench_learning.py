@@ -53,14 +53,14 @@ def steps_table(run_dir: Path) -> list[str]:
 
 
 def probe_rows(run_dir: Path) -> list[str]:
-    """The injected-error probe before and after, when the run's evaluations ran it."""
+    """The injected-error probes before and after, when the run's evaluations ran them."""
     from training.eval import EvalReport
 
-    lines = ["| | injected | skipped | fix rate | false alarms | vacuous checks (injected runs) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| | probe | injected | skipped | fix rate | false alarms | vacuous checks (injected runs) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for label in ("before", "after"):
         for p in EvalReport.load(run_dir / f"eval_{label}").probes:
-            lines.append(f"| {label} | {p.injected} | {p.skipped} | {p.fix_rate} | {p.false_alarm_rate} | "
+            lines.append(f"| {label} | {p.probe} | {p.injected} | {p.skipped} | {p.fix_rate} | {p.false_alarm_rate} | "
                          f"{p.vacuous_check_rate} |")
     return lines if len(lines) > 2 else []
 

@@ -124,6 +124,9 @@ class TrainingConfig(_Section):
     # share of each step's tasks whose group starts from a wrong first attempt made from the model's own
     # (training.injection): a labelled variant; SCoRe trains on natural errors only (0)
     injected_errors: float = Field(0.0, ge=0.0, le=1.0)
+    # of those injected attempts, the share whose code fails (one bracket dropped) and which answer a number
+    # the tool never printed; the rest print a wrong answer
+    injected_failed_calls: float = Field(0.0, ge=0.0, le=1.0)
     eval_every: int = Field(0, ge=0)  # greedy held-out evaluation every N steps (and before the first): the curve
     curve_tasks: int = Field(16, ge=1)  # held-out tasks (test split) in each point of that curve
     save_steps: int = Field(5, ge=1)

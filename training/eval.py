@@ -139,7 +139,7 @@ class EvalReport(BaseModel):
         for result in self.probes:
             runs = [t for t in self.trajectories.get(PROBE_PREFIX + result.probe, []) if t.env == result.env]
             baseline = [t for t in self.trajectories[BASELINE] if t.env == result.env]
-            probes.append(probe_result(result.env, baseline, runs))
+            probes.append(probe_result(result.env, baseline, runs, probe=result.probe))
         return self.model_copy(update={"rows": eval_rows(self.trajectories, self.envs), "probes": probes})
 
     @classmethod
@@ -197,7 +197,7 @@ def check_probes(probes: Sequence[str], agent_options: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"Unknown probe {unknown[0]!r}; choose from {list(PROBES)}.")
     if probes and not agent_options.get("self_correct", True):
-        raise ValueError("The injected-errors probe runs the verify step, which self_correct=False removes.")
+        raise ValueError("The injected-error probes run the verify step, which self_correct=False removes.")
 
 
 def evaluate(
@@ -252,9 +252,10 @@ def evaluate(
     for probe in probes:
         for env in environments:
             baseline = [t for t in by_config[BASELINE] if t.env == env.name]
-            runs = run_probe(policy, env, tasks[env.name], baseline, seed=seed, console=console, **agent_kwargs)
+            runs = run_probe(policy, env, tasks[env.name], baseline, probe=probe, seed=seed, console=console,
+                             **agent_kwargs)
             by_config.setdefault(PROBE_PREFIX + probe, []).extend(runs)
-            results.append(probe_result(env.name, baseline, runs))
+            results.append(probe_result(env.name, baseline, runs, probe=probe))
     seconds = time.perf_counter() - started
 
     return EvalReport(probes=results,
@@ -263,6 +264,33 @@ def evaluate(
         generated_tokens=sum(t.num_model_tokens for ts in by_config.values() for t in ts),
         trajectories=by_config,
     )
+
+
+def add_probes(report: EvalReport, policy: Any, envs: Sequence[Any], probes: Sequence[str], *,
+               console: Console | None = None, **agent_kwargs: Any) -> EvalReport:
+    """``report`` with ``probes`` run on its saved baseline runs: a probe added to an evaluation without
+    running the baseline again. ``policy`` must be the model the report evaluated and ``agent_kwargs``
+    its agent options (the probe's verify turns are that model's). A probe already in it is refused."""
+    from training.runner import run_probe
+
+    check_probes(probes, agent_kwargs)
+    if BASELINE not in report.trajectories:
+        raise ValueError("this evaluation was saved without its trajectories; evaluate again")
+    have = {(p.env, p.probe) for p in report.probes}
+    by_config = dict(report.trajectories)
+    results = list(report.probes)
+    for env in (_resolve_env(e) for e in envs):
+        tasks = env.tasks(report.split, n=report.n, seed=report.seed)
+        baseline = [t for t in report.trajectories[BASELINE] if t.env == env.name]
+        for probe in probes:
+            if (env.name, probe) in have:
+                raise ValueError(f"The evaluation already has the {probe} probe on {env.name}.")
+            runs = run_probe(policy, env, tasks, baseline, probe=probe, seed=report.seed, console=console,
+                             **agent_kwargs)
+            by_config[PROBE_PREFIX + probe] = by_config.get(PROBE_PREFIX + probe, []) + runs
+            results.append(probe_result(env.name, baseline, runs, probe=probe))
+    return report.model_copy(update={"probes": results, "trajectories": by_config,
+                                     "rows": eval_rows(by_config, report.envs)})
 
 
 def eval_rows(by_config: dict[str, list[Trajectory]], envs: Sequence[str] | None = None) -> list[EvalRow]:
@@ -329,15 +357,15 @@ def eval_table(rows: Sequence[EvalRow], title: str = "evaluation") -> Table:
 
 
 def probe_table(probes: Sequence[ProbeResult]) -> Table:
-    """Per env: fix rate on injected wrong attempts, false alarms on untouched right ones."""
-    table = Table(title="injected-error probe", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    """Per env and probe: fix rate on injected wrong attempts, false alarms on untouched right ones."""
+    table = Table(title="injected-error probes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   caption="fix: injected wrong first attempts made right; false alarm: right first attempts "
                   "made wrong; vacuous: checks that computed nothing new", caption_justify="left")
-    for header in ("env", "injected", "skipped", "fix", "false alarm", "vacuous"):
-        table.add_column(header, justify="left" if header == "env" else "right")
+    for header in ("env", "probe", "injected", "skipped", "fix", "false alarm", "vacuous"):
+        table.add_column(header, justify="left" if header in ("env", "probe") else "right")
     for p in probes:
         cells = [" ".join(format_rate(r)) for r in (p.fix_rate, p.false_alarm_rate, p.vacuous_check_rate)]
-        table.add_row(p.env, str(p.injected), str(p.skipped), *cells)
+        table.add_row(p.env, p.probe, str(p.injected), str(p.skipped), *cells)
     return table
 
 

@@ -9,6 +9,14 @@ wrong answer it leads to, as if it had written it; then the verify step runs as 
 Only Python calls are changed (``python`` tool); a run whose first attempt made none is skipped and
 counted as such.
 
+Two kinds of wrong attempt (``INJECTIONS``):
+
+- ``wrong-output``: the changed code runs and prints a wrong answer, which the attempt answers;
+- ``failed-call``: one bracket of the code is dropped, so the tool answers with an error, and the
+  attempt answers a plausible wrong number anyway (one the tool never printed). This is how most of
+  the model's own wrong first attempts on long expressions go (BENCHMARKS "Learning to check",
+  round 4): a check has to read the tool's output, not only the question, to catch it.
+
 ``ErrorInjector`` does the same during training (``training.injected_errors``): for a share of each
 step's tasks, the model first attempts the task once on its own; the group then starts from a
 changed version of that attempt, so the verify turn is trained on errors that look like the model's
@@ -30,6 +38,7 @@ from tools.python_exec import NO_OUTPUT
 from training.rollout import run_one
 from training.trajectory import Trajectory, is_right
 
+INJECTIONS = ("wrong-output", "failed-call")
 SWAPS = {"+": ["-", "*"], "-": ["+", "*"], "*": ["+", "-"], "/": ["*", "-"], "//": ["/", "*"], "**": ["*"],
          "%": ["//"], "<": [">"], ">": ["<"], "<=": [">"], ">=": ["<"]}
 
@@ -48,26 +57,35 @@ def first_attempt_code(traj: Trajectory) -> str | None:
 
 def mutations(code: str) -> list[str]:
     """Every variant of ``code`` with exactly one arithmetic operator or one number literal changed."""
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return []
-    lines = code.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
     variants: list[str] = []
-    for tok in tokens:
+    for tok, start, end in _tokens(code):
         if tok.type == tokenize.OP and tok.string in SWAPS:
             replacements = SWAPS[tok.string]
         elif tok.type == tokenize.NUMBER and tok.string.isdigit():
             replacements = _number_variants(tok.string)
         else:
             continue
-        start = offsets[tok.start[0] - 1] + tok.start[1]
-        end = offsets[tok.end[0] - 1] + tok.end[1]
         variants += [code[:start] + r + code[end:] for r in replacements]
     return list(dict.fromkeys(v for v in variants if v != code))
+
+
+def breakages(code: str) -> list[str]:
+    """Every variant of ``code`` with exactly one bracket dropped: the slip behind most failed calls."""
+    variants = [code[:start] + code[end:] for tok, start, end in _tokens(code)
+                if tok.type == tokenize.OP and tok.string in ("(", ")")]
+    return list(dict.fromkeys(variants))
+
+
+def _tokens(code: str) -> list[tuple[tokenize.TokenInfo, int, int]]:
+    """``code``'s tokens with their start and end offsets in it; none when it does not tokenize."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return []
+    offsets = [0]
+    for line in code.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    return [(tok, offsets[tok.start[0] - 1] + tok.start[1], offsets[tok.end[0] - 1] + tok.end[1]) for tok in tokens]
 
 
 def _number_variants(digits: str) -> list[str]:
@@ -107,17 +125,46 @@ async def wrong_attempt(code: str, task: Task, env: Env, python: Tool, rng: rand
     return None
 
 
+async def failed_attempt(code: str, task: Task, env: Env, python: Tool, rng: random.Random,
+                         tries: int = 6) -> dict[str, Any] | None:
+    """``code`` with one bracket dropped, which the tool rejects, answered with the wrong number a
+    one-place change of ``code`` prints (a ``failed-call`` attempt); ``None`` when none can be made."""
+    wrong = await wrong_attempt(code, task, env, python, rng, tries)
+    if wrong is None:
+        return None
+    candidates = breakages(code)
+    rng.shuffle(candidates)
+    for broken in candidates[:tries]:
+        if (await python.acall({"code": broken})).error:
+            return {"calls": [{"tool": "python", "arguments": {"code": broken}}], "answer": wrong["answer"]}
+    return None
+
+
+async def injected_attempt(kind: str, code: str, task: Task, env: Env, python: Tool,
+                           rng: random.Random) -> dict[str, Any] | None:
+    """A wrong first attempt of ``kind`` (one of ``INJECTIONS``) made from ``code``."""
+    if kind not in INJECTIONS:
+        raise ValueError(f"Unknown kind of injected error {kind!r}; choose from {list(INJECTIONS)}.")
+    make = failed_attempt if kind == "failed-call" else wrong_attempt
+    return await make(code, task, env, python, rng)
+
+
 class ErrorInjector:
     """Wrong first attempts for a share of a training step's tasks (see the module docstring).
 
-    ``first_agent`` is the agent without its verify step, sampling as in training."""
+    ``first_agent`` is the agent without its verify step, sampling as in training. ``failed_calls`` is
+    the share of the injected attempts that are ``failed-call`` ones; the rest are ``wrong-output``."""
 
-    def __init__(self, first_agent: Any, env: Env, share: float, seed: int = 0) -> None:
+    def __init__(self, first_agent: Any, env: Env, share: float, seed: int = 0, failed_calls: float = 0.0) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"training.injected_errors is a share of the tasks, in [0, 1]; got {share}.")
+        if not 0.0 <= failed_calls <= 1.0:
+            raise ValueError(f"training.injected_failed_calls is a share of the injected attempts, in [0, 1]; "
+                             f"got {failed_calls}.")
         self.first_agent = first_agent
         self.env = env
         self.share = share
+        self.failed_calls = failed_calls
         self.rng = random.Random(seed)
         self.python = python_tool_of(env, "training.injected_errors") if share else None
 
@@ -130,7 +177,9 @@ class ErrorInjector:
         given = {}
         for task, traj in zip(chosen, own, strict=True):
             code = first_attempt_code(traj)
-            attempt = await wrong_attempt(code, task, self.env, self.python, self.rng) if code else None
+            failed = self.failed_calls > 0 and self.rng.random() < self.failed_calls
+            kind = "failed-call" if failed else "wrong-output"
+            attempt = await injected_attempt(kind, code, task, self.env, self.python, self.rng) if code else None
             if attempt is not None:
                 given[task.id] = attempt
         return given

@@ -1,8 +1,13 @@
-"""The injected-error probe: can the verify step catch a wrong answer, and does it leave right ones alone?
+"""The injected-error probes: can the verify step catch a wrong answer, and does it leave right ones alone?
 
-For every baseline run, the model's own first-attempt code is changed in one place so that its real
-output is a wrong answer (``training.injection``); the agent then starts at the verify step from that
-attempt. Measured, per env:
+For every baseline run, the model's own first-attempt code is changed (``training.injection``) and the
+agent starts at the verify step from that wrong attempt. Two probes (``PROBES``):
+
+- ``injected-errors``: one operator or number changed, so the code prints a wrong answer;
+- ``failed-calls``: one bracket dropped, so the tool answers with an error, and the attempt answers a
+  wrong number anyway: can the check tell a tool error from a result?
+
+Measured, per env and probe:
 
 - **fix rate**: injected wrong attempts whose final answer is right;
 - **false-alarm rate**: baseline runs with a right first attempt whose final answer is wrong
@@ -22,12 +27,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from envs import Env, Task
-from training.injection import first_attempt_code, python_tool_of, wrong_attempt
+from training.injection import first_attempt_code, injected_attempt, python_tool_of
 from training.metrics import Rate, compute_metrics, wilson
 from training.rollout import run_one
 from training.trajectory import Trajectory
 
-PROBES = ("injected-errors",)
+PROBES = {"injected-errors": "wrong-output", "failed-calls": "failed-call"}  # probe → kind of injected attempt
 
 
 class ProbeResult(BaseModel):
@@ -41,16 +46,16 @@ class ProbeResult(BaseModel):
 
 
 async def injected_runs(agent: Any, env: Env, tasks: Sequence[Task], baseline: Sequence[Trajectory], *,
-                        seed: int = 0, on_done: Any = None) -> list[Trajectory]:
+                        probe: str = "injected-errors", seed: int = 0, on_done: Any = None) -> list[Trajectory]:
     """One run per baseline run that has a first attempt to change, started from the changed attempt."""
-    python = python_tool_of(env, "The injected-errors probe")
+    python = python_tool_of(env, f"The {probe} probe")
     by_id = {t.id: t for t in tasks}
     rng = random.Random(seed)
     jobs = []
     for traj in baseline:
         code = first_attempt_code(traj)
         task = by_id.get(traj.task_id)
-        given = await wrong_attempt(code, task, env, python, rng) if code and task else None
+        given = await injected_attempt(PROBES[probe], code, task, env, python, rng) if code and task else None
         if given is not None:
             jobs.append(_run(agent, env, task, traj.group, given, on_done))
     return list(await asyncio.gather(*jobs))
@@ -63,10 +68,12 @@ async def _run(agent: Any, env: Env, task: Task, group: int, given: dict, on_don
     return traj
 
 
-def probe_result(env: str, baseline: Sequence[Trajectory], injected: Sequence[Trajectory]) -> ProbeResult:
+def probe_result(env: str, baseline: Sequence[Trajectory], injected: Sequence[Trajectory],
+                 probe: str = "injected-errors") -> ProbeResult:
     right_first = [t for t in baseline if t.first_right]
     return ProbeResult(
         env=env,
+        probe=probe,
         fix_rate=wilson(sum(t.last_right for t in injected), len(injected)),
         false_alarm_rate=wilson(sum(not t.last_right for t in right_first), len(right_first)),
         vacuous_check_rate=compute_metrics(list(injected)).vacuous_check_rate,

@@ -367,11 +367,11 @@ PROBE_COLUMNS = (("fix", "fix_rate", 1), ("false alarm", "false_alarm_rate", -1)
 
 
 def _probe_table(evaluations: list[Evaluation]) -> str:
-    """Each evaluation's injected-error probe per env; after training, each rate coloured against before."""
-    results = {(e.label, p.env): p for e in evaluations if e.report for p in e.report.probes}
+    """Each evaluation's injected-error probes per env; after training, each rate coloured against before."""
+    results = {(e.label, p.env, p.probe): p for e in evaluations if e.report for p in e.report.probes}
     lines = []
-    for (label, env), p in results.items():
-        prior = results.get(("before", env)) if label == "after" else None
+    for (label, env, probe), p in results.items():
+        prior = results.get(("before", env, probe)) if label == "after" else None
         cells = []
         for _, key, better in PROBE_COLUMNS:
             rate = getattr(p, key)
@@ -379,11 +379,12 @@ def _probe_table(evaluations: list[Evaluation]) -> str:
             old = getattr(prior, key) if prior else None
             diff = 100 * (rate.value - old.value) if old is not None and old.n and rate.n else None
             cells.append(f"<td{_colour(diff, better)}>{value}<br><small>{interval}</small></td>")
-        lines.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(env)}</td><td>{p.injected}</td>"
+        lines.append(f"<tr><td>{html.escape(label)}</td><td>{html.escape(env)}</td><td>{html.escape(probe)}</td>"
+                     f"<td>{p.injected}</td>"
                      f"<td>{p.skipped}</td>{''.join(cells)}</tr>")
-    names = ("evaluation", "env", "injected", "skipped", *(c for c, _, _ in PROBE_COLUMNS))
+    names = ("evaluation", "env", "probe", "injected", "skipped", *(c for c, _, _ in PROBE_COLUMNS))
     heads = "".join(f"<th>{h}</th>" for h in names)
-    return (f"<h3>Injected-error probe</h3><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
+    return (f"<h3>Injected-error probes</h3><table><thead><tr>{heads}</tr></thead><tbody>{''.join(lines)}"
             "</tbody></table><p class='hint'>fix: injected wrong first attempts the verify step made right; false "
             "alarm: right first attempts it made wrong; vacuous: checks that computed nothing new (on the injected "
             "runs). After training, green is better than before and red worse.</p>")

@@ -57,14 +57,14 @@ def run_tasks(policy: Any, env: Any, tasks: list, *, generations: int = 1, conso
     return RunResult(trajectories, compute_metrics(trajectories), seconds, tokens, env.name)
 
 
-def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *, seed: int = 0,
-              console: Console | None = None, **agent_kwargs: Any) -> list[Trajectory]:
-    """The injected-error probe's runs (``training.probe``) on an already loaded policy, with a progress bar."""
+def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *, probe: str = "injected-errors",
+              seed: int = 0, console: Console | None = None, **agent_kwargs: Any) -> list[Trajectory]:
+    """An injected-error probe's runs (``training.probe``) on an already loaded policy, with a progress bar."""
     from training.probe import injected_runs
 
     agent = build_env_agent(policy, env, **agent_kwargs)
     with progress_bar(console) as progress:
-        bar = progress.add_task(f"{env.name} · injected errors", total=len(baseline), status="")
+        bar = progress.add_task(f"{env.name} · {probe}", total=len(baseline), status="")
         fixed = 0
 
         def done(traj: Trajectory) -> None:
@@ -72,7 +72,7 @@ def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *,
             fixed += traj.last_right
             progress.update(bar, advance=1, status=f"{fixed} fixed")
 
-        runs = asyncio.run(injected_runs(agent, env, tasks, baseline, seed=seed, on_done=done))
+        runs = asyncio.run(injected_runs(agent, env, tasks, baseline, probe=probe, seed=seed, on_done=done))
         progress.update(bar, completed=len(baseline))
     return runs
 

@@ -145,7 +145,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
     def injector(policy: Any) -> Any:
         first_agent = build_env_agent(policy, env, sampling=sampling, **agent_options | {"self_correct": False})
-        return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed)
+        return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls)
 
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,
                            signals=cfg.rewards.signals())

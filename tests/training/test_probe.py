@@ -10,7 +10,15 @@ import pytest
 from agent.prompts import VERIFY_WITH_TOOLS
 from envs import get_env
 from training.eval import evaluate
-from training.injection import answer_from_output, first_attempt_code, mutations, wrong_attempt
+from training.injection import (
+    ErrorInjector,
+    answer_from_output,
+    breakages,
+    failed_attempt,
+    first_attempt_code,
+    mutations,
+    wrong_attempt,
+)
 from training.metrics import compute_metrics, is_vacuous_check, rereads_question
 
 
@@ -53,21 +61,50 @@ def test_a_wrong_attempt_is_wrong_by_the_envs_own_scorer():
     assert given["calls"][0]["arguments"]["code"] in mutations(code)
 
 
+def test_breakages_drop_exactly_one_bracket():
+    variants = breakages("print((1 + 2) * 3)")
+    assert set(variants) == {"print(1 + 2) * 3)", "print((1 + 2 * 3)", "print((1 + 2) * 3"}
+    assert breakages("x = 1") == []
+    assert breakages("def (:") == []
+
+
+def test_a_failed_attempt_errors_and_answers_a_number_the_tool_never_printed():
+    env = get_env("arithmetic", level=6)
+    task = env.tasks("test", n=1)[0]
+    python = next(t for t in env.tools() if t.name == "python")
+    code = f"print({task.question.removeprefix('What is ').rstrip('?')})"
+    given = asyncio.run(failed_attempt(code, task, env, python, random.Random(0)))
+    assert given is not None and env.score(task, given["answer"]) == 0.0
+    broken = given["calls"][0]["arguments"]["code"]
+    assert broken in breakages(code)
+    result = asyncio.run(python.acall({"code": broken}))
+    assert result.error and "SyntaxError" in result.content and given["answer"] not in result.content
+
+
+def test_the_injector_refuses_a_share_outside_zero_to_one():
+    env = get_env("arithmetic", level=1)
+    with pytest.raises(ValueError, match="injected_failed_calls"):
+        ErrorInjector(None, env, 0.5, failed_calls=1.5)
+
+
+@pytest.mark.parametrize("name", ["injected-errors", "failed-calls"])
 @pytest.mark.parametrize("rerun, fixes, vacuous", [(False, 1.0, 0.0), (True, 0.0, 1.0)])
-def test_the_probe_tells_a_real_check_from_a_vacuous_one(scripted, rerun, fixes, vacuous):
+def test_the_probe_tells_a_real_check_from_a_vacuous_one(scripted, rerun, fixes, vacuous, name):
     env = get_env("arithmetic", level=1)
     policy = scripted(checker(scripted.tokenizer, rerun_own_code=rerun))
-    report = evaluate(policy, [env], n=4, probes=["injected-errors"], exemplars=[], max_turns=4)
+    report = evaluate(policy, [env], n=4, probes=[name], exemplars=[], max_turns=4)
     (probe,) = report.probes
-    assert probe.injected == 4 and probe.skipped == 0
+    assert probe.probe == name and probe.injected == 4 and probe.skipped == 0
     assert probe.fix_rate.value == fixes and probe.vacuous_check_rate.value == vacuous
     assert probe.false_alarm_rate.value == 0.0 and probe.false_alarm_rate.n == 4  # every first attempt was right
     baseline = report.row("arithmetic").metrics
     # on its own right attempts, re-deriving from the question writes the same code again: by the
     # metric's definition that check repeats the first attempt and could not have caught anything
     assert baseline.acc_t1.value == 1.0 and baseline.vacuous_check_rate.value == 1.0
-    injected = report.trajectories["probe:injected-errors"]
+    injected = report.trajectories[f"probe:{name}"]
     assert all(t.attempts[0].injected and not t.attempts[0].right for t in injected)
+    given_failed = [m.get("error") for t in injected for m in t.messages if m.get("injected") and m["role"] == "tool"]
+    assert given_failed == [name == "failed-calls"] * 4
     assert all(first_attempt_code(t) is None for t in injected)  # the given code is not the model's
 
 
@@ -174,3 +211,38 @@ def test_question_expression_is_the_longest_formula_in_the_question():
 def test_unknown_probe_is_refused_before_anything_runs(scripted):
     with pytest.raises(ValueError, match="injected-errors"):
         evaluate(scripted(lambda ids: "x"), ["arithmetic"], n=1, probes=["typo"])
+
+
+@pytest.mark.parametrize("failed_calls", [0.0, 1.0])
+def test_the_injector_gives_failed_calls_for_its_share_of_the_attempts(scripted, failed_calls):
+    from training.rollout import build_env_agent
+
+    env = get_env("arithmetic", level=2)
+    tasks = env.tasks("train", n=4)
+    policy = scripted(checker(scripted.tokenizer, rerun_own_code=False))
+    first_agent = build_env_agent(policy, env, max_turns=4, exemplars=[], self_correct=False)
+    injector = ErrorInjector(first_agent, env, share=1.0, failed_calls=failed_calls)
+    given = asyncio.run(injector.first_attempts(tasks))
+    assert len(given) == 4
+    python = next(t for t in env.tools() if t.name == "python")
+    for task in tasks:
+        attempt = given[task.id]
+        result = asyncio.run(python.acall(attempt["calls"][0]["arguments"]))
+        assert result.error == (failed_calls == 1.0) and env.score(task, attempt["answer"]) == 0.0
+
+
+def test_a_probe_is_added_to_a_saved_evaluation_without_running_its_baseline_again(scripted, tmp_path):
+    from training.eval import EvalReport, add_probes
+
+    env = get_env("arithmetic", level=1)
+    reply, prompts = checker(scripted.tokenizer, rerun_own_code=False), []
+    policy = scripted(lambda ids: prompts.append(ids) or reply(ids))
+    evaluate(policy, [env], n=3, probes=["injected-errors"], exemplars=[], max_turns=4).save(tmp_path)
+    saved, before = EvalReport.load(tmp_path), len(prompts)
+    report = add_probes(saved, policy, [env], ["failed-calls"], exemplars=[], max_turns=4)
+    assert [p.probe for p in report.probes] == ["injected-errors", "failed-calls"]
+    assert report.trajectories["baseline"] == saved.trajectories["baseline"]
+    assert len(report.trajectories["probe:failed-calls"]) == 3 and report.probes[1].fix_rate.value == 1.0
+    assert len(prompts) - before == 3 * 2  # the verify turns alone (a call, an answer), no baseline runs
+    with pytest.raises(ValueError, match="already has the failed-calls probe"):
+        add_probes(report, policy, [env], ["failed-calls"], exemplars=[], max_turns=4)

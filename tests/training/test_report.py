@@ -283,5 +283,5 @@ def test_the_probe_table_colours_fix_rate_false_alarms_and_vacuous_checks_agains
         page = write_report(run).read_text(encoding="utf-8")
         table = page.split("Injected-error probe")[1].split("</table>")[0]
         rows = table.split("<tr>")[2:]  # the header row first
-        assert [re.findall(r"<td(?: class='(\w+)')?>", r)[4:] for r in rows] == [["", "", ""], [colour] * 3]
+        assert [re.findall(r"<td(?: class='(\w+)')?>", r)[5:] for r in rows] == [["", "", ""], [colour] * 3]
         assert "50.0" in rows[1] if colour == "good" else "10.0" in rows[1]
