@@ -9,7 +9,8 @@ states it (for the last answer of a verified run, the first answer is above it: 
 starts with a head start, which is the self-agreement this signal is audited for).
 
 The per-run reward is ``belief_gain`` = final belief − initial belief (0 for an answer written in the
-first turn: nothing moved). Per-turn token-level advantages are not built from the credits yet.
+first turn: nothing moved). ``training.belief_turns`` also adds each turn's credit (clipped to ±1 nat)
+to that turn's token advantages (``turn_credit_tokens``): dense credit, turn by turn.
 
 One forward pass encodes the run up to the last point (its keys and values kept); each point then
 costs one short pass over the cue and the answer, on a copy of those keys and values cut at that point.
@@ -34,6 +35,17 @@ def belief_gain(curve: Sequence[float]) -> float:
 def belief_credits(curve: Sequence[float]) -> list[float]:
     """Each turn's change of belief (turn k: belief before turn k+1 − belief before turn k)."""
     return [b - a for a, b in zip(curve, curve[1:])]
+
+
+def turn_credit_tokens(traj: Trajectory, clip: float = 1.0) -> list[float]:
+    """Per completion token, the belief credit of the model turn it belongs to (clipped to ±``clip``;
+    0 on inserted tokens, on the turn that wrote the answer and where no curve was computed)."""
+    tokens = [0.0] * len(traj.completion_ids)
+    for span, credit in zip(traj.turn_spans, belief_credits(traj.belief_curve), strict=False):
+        value = max(-clip, min(clip, credit))
+        for i in range(span.start, min(span.end, len(tokens))):
+            tokens[i] = value * traj.env_mask[i]
+    return tokens
 
 
 class BeliefScorer:

@@ -121,6 +121,9 @@ class TrainingConfig(_Section):
     # Stage II credit: "per_attempt" credits attempt 1 with its own correctness and the verify turns with
     # the whole reward; "trajectory" gives every token one advantage (rewards a wrong first attempt)
     credit: Literal["per_attempt", "trajectory"] = "per_attempt"
+    # ΔBelief's dense credit: each model turn's change of log p(own answer), clipped to ±1 nat, times this
+    # weight, added to that turn's token advantages (computes the belief signal; costs forward passes)
+    belief_turns: float = Field(0.0, ge=0.0)
     # share of each step's tasks whose group starts from a wrong first attempt made from the model's own
     # (training.injection): a labelled variant; SCoRe trains on natural errors only (0)
     injected_errors: float = Field(0.0, ge=0.0, le=1.0)
@@ -165,10 +168,16 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _signals_can_run(self) -> TrainConfig:
-        if self.rewards.belief and self.training.vllm_server:
-            raise ValueError("rewards.belief reads log-probabilities from the weights in the trainer's process, "
-                             "which training.vllm_server moves away: drop one of them.")
+        if (self.rewards.belief or self.training.belief_turns) and self.training.vllm_server:
+            raise ValueError("rewards.belief and training.belief_turns read log-probabilities from the weights in "
+                             "the trainer's process, which training.vllm_server moves away: drop one of them.")
         return self
+
+    def signals(self) -> list[str]:
+        """The label-free signals a rollout must compute: those weighted in [rewards], and belief for
+        ``training.belief_turns``."""
+        names = self.rewards.signals()
+        return names + ["belief"] if self.training.belief_turns and "belief" not in names else names
 
 
 class ConfigError(ValueError):

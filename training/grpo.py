@@ -9,7 +9,8 @@ on the batch once it is collected) and ``first_attempt_mask``. Logging and
 saving live in ``training.recorder``.
 
 ``SelfCorrectionGRPOTrainer`` adds what TRL cannot express, as token-level advantages (which TRL
-supports):
+supports) — SCoRe's stages and per-attempt credit below, and ΔBelief's per-turn credit
+(``belief_turns``: each model turn's change of the model's belief in its own answer, on that turn's tokens):
 - SCoRe's Stage I, decided in one place (``stage``). For the first ``stage1_steps`` steps, tokens up to
   the first answer get zero advantage, so only the KL term (``beta``) acts on attempt 1 and holds it
   near the reference model, while the reward (attempt 2's correctness; the progress bonus is off, as
@@ -46,6 +47,7 @@ import torch
 from trl import GRPOTrainer
 
 from envs import Env, Task
+from training.belief import turn_credit_tokens
 from training.labelfree import annotate
 from training.metrics import is_vacuous_check
 from training.rollout import rollout
@@ -103,6 +105,7 @@ class AgentRollout:
             "logprobs": [r.logprobs for r in rows],
             "env_mask": [r.env_mask for r in rows],
             "first_attempt_mask": [r.attempt_mask(0) for r in rows],
+            **({"turn_credit": [turn_credit_tokens(r) for r in rows]} if "belief" in self.signals else {}),
             **reward_fields(trajectories),
         }
 
@@ -138,9 +141,13 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with SCoRe Stage I for the first ``stage1_steps`` steps (see module docstring)."""
 
     def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
-                 credit: str = "per_attempt", **kwargs: Any) -> None:
+                 credit: str = "per_attempt", belief_turns: float = 0.0, **kwargs: Any) -> None:
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {', '.join(CREDITS)}, not {credit!r}")
+        if belief_turns and "belief" not in agent_rollout.signals:
+            raise ValueError("belief_turns adds each turn's belief credit to its tokens' advantages: build the "
+                             "AgentRollout with signals=['belief'].")
+        self.belief_turns = belief_turns
         super().__init__(*args, rollout_func=agent_rollout, **kwargs)
         self.stage1_steps = stage1_steps
         self.share_prefix = share_prefix
@@ -181,15 +188,19 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         for row in inputs:  # every key of a row reaches the reward functions
             row["stage"] = stage
         out = super()._generate_and_score_completions(inputs)
+        advantages = out["advantages"]
+        width = out["completion_ids"].shape[1]
         if stage == 1 or self.credit == "per_attempt":
-            advantages = out["advantages"]
-            width = out["completion_ids"].shape[1]
-            first = torch.zeros(len(inputs), width, device=advantages.device)
-            for i, row in enumerate(inputs):
-                mask = row["first_attempt_mask"][:width]
-                first[i, : len(mask)] = torch.tensor(mask, dtype=first.dtype)
+            first = _token_rows(inputs, "first_attempt_mask", width).to(advantages.device)
             own = torch.zeros_like(advantages) if stage == 1 else self._first_attempt_advantages(len(inputs))
             out["advantages"] = advantages.reshape(-1, 1) * (1 - first) + own.to(advantages).reshape(-1, 1) * first
+        if self.belief_turns:  # in Stage I, attempt 1 is left to the KL term here too
+            credit = _token_rows(inputs, "turn_credit", width).to(advantages.device)
+            if stage == 1:
+                credit = credit * (1 - first)
+            tokens = out["advantages"]
+            tokens = tokens if tokens.dim() == 2 else tokens.reshape(-1, 1).expand(-1, width)
+            out["advantages"] = tokens + self.belief_turns * credit.to(tokens)
         return out
 
     def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
@@ -218,6 +229,15 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
 
 
 CREDITS = ("per_attempt", "trajectory")
+
+
+def _token_rows(inputs: list[dict[str, Any]], key: str, width: int) -> torch.Tensor:
+    """Each row's per-token list under ``key``, cut or zero-padded to ``width`` columns."""
+    rows = torch.zeros(len(inputs), width)
+    for i, row in enumerate(inputs):
+        values = row[key][:width]
+        rows[i, : len(values)] = torch.tensor(values, dtype=rows.dtype)
+    return rows
 
 
 def first_attempt_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def _belief(scorer: BeliefScorer, traj: Trajectory, first_answers: bool) -> None
     # an answer written in the first turn has one point, and a gain of 0: no pass is spent on it
     curve = scorer.curve(traj, last.answer, last.turn) if last.turn >= 1 else []
     traj.signals["belief"] = belief_gain(curve)
+    traj.belief_curve = curve
     if not first_answers:
         return
     if first.answer.strip() == last.answer.strip():  # the same text: its curve, cut at the first turn

@@ -148,7 +148,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls)
 
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,
-                           signals=cfg.rewards.signals())
+                           signals=cfg.signals())
     curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
 
     greedy_agent: list[Any] = []  # built once, on the first curve point, for the policy the rollout uses
@@ -166,7 +166,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     trainer = SelfCorrectionGRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,
         peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps, share_prefix=tr.share_prefix,
-        credit=tr.credit,
+        credit=tr.credit, belief_turns=tr.belief_turns,
     )
     recorder = RunRecorder(run_dir, cfg.rewards, heldout=heldout if tr.eval_every else None,
                            eval_every=tr.eval_every)

@@ -77,6 +77,8 @@ class Trajectory(BaseModel):
     turn_spans: list[TurnSpan] = Field(default_factory=list)  # the model's turns, as the graph recorded them
     # label-free signals (training.signals): name → value for the last answer, NAME_first for the first
     signals: dict[str, float] = Field(default_factory=dict)
+    # the belief signal's curve for the last answer: log p(answer) before each model turn (training.belief)
+    belief_curve: list[float] = Field(default_factory=list)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, task_id: str, env: str, question: str, group: int,

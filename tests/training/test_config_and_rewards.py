@@ -130,3 +130,14 @@ def test_an_unknown_reward_key_names_the_known_signals(tmp_path):
     path.write_text("[rewards]\nbelief = 1.0\n[training]\nvllm_server = 'http://localhost:8000'\n")
     with pytest.raises(ConfigError, match="belief"):
         load_config(path)
+
+
+def test_belief_turns_compute_the_belief_signal_without_a_belief_reward(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[rewards]\nmajority = 1.0\n[training]\nbelief_turns = 0.5\n")
+    assert load_config(path).signals() == ["majority", "belief"]
+    path.write_text("[rewards]\nbelief = 1.0\n[training]\nbelief_turns = 0.5\n")
+    assert load_config(path).signals() == ["belief"]
+    path.write_text("[training]\nbelief_turns = 0.5\nvllm_server = 'http://localhost:8000'\n")
+    with pytest.raises(ConfigError, match="belief_turns"):
+        load_config(path)

@@ -235,14 +235,13 @@ def test_a_probe_is_added_to_a_saved_evaluation_without_running_its_baseline_aga
     from training.eval import EvalReport, add_probes
 
     env = get_env("arithmetic", level=1)
-    reply, prompts = checker(scripted.tokenizer, rerun_own_code=False), []
-    policy = scripted(lambda ids: prompts.append(ids) or reply(ids))
+    policy = scripted(checker(scripted.tokenizer, rerun_own_code=False))
     evaluate(policy, [env], n=3, probes=["injected-errors"], exemplars=[], max_turns=4).save(tmp_path)
-    saved, before = EvalReport.load(tmp_path), len(prompts)
+    saved, before = EvalReport.load(tmp_path), len(policy.prompts)
     report = add_probes(saved, policy, [env], ["failed-calls"], exemplars=[], max_turns=4)
     assert [p.probe for p in report.probes] == ["injected-errors", "failed-calls"]
     assert report.trajectories["baseline"] == saved.trajectories["baseline"]
     assert len(report.trajectories["probe:failed-calls"]) == 3 and report.probes[1].fix_rate.value == 1.0
-    assert len(prompts) - before == 3 * 2  # the verify turns alone (a call, an answer), no baseline runs
+    assert len(policy.prompts) - before == 3 * 2  # the verify turns alone (a call, an answer), no baseline runs
     with pytest.raises(ValueError, match="already has the failed-calls probe"):
         add_probes(report, policy, [env], ["failed-calls"], exemplars=[], max_turns=4)

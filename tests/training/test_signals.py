@@ -8,7 +8,7 @@ from agent.graph import build_agent
 from envs import get_env
 from envs.scoring import supported_by_evidence
 from tools import get_tool
-from training.belief import BeliefScorer, belief_credits, belief_gain
+from training.belief import BeliefScorer, belief_credits, belief_gain, turn_credit_tokens
 from training.judge import PairVerdict, SelfJudge, judge_scores, parse_verdict
 from training.labelfree import annotate
 from training.rollout import rollout
@@ -135,6 +135,17 @@ def test_a_belief_that_never_moves_is_worth_nothing():
     assert belief_gain([-3.0, -3.0, -3.0]) == 0.0 and belief_credits([-3.0, -3.0, -3.0]) == [0.0, 0.0]
     assert belief_gain([-2.5]) == 0.0 and belief_gain([]) == 0.0
     assert belief_gain([-5.0, -4.0, -1.5]) == 3.5 and belief_credits([-5.0, -4.0, -1.5]) == [1.0, 2.5]
+
+
+def test_a_turns_credit_lands_on_its_own_sampled_tokens_clipped():
+    traj = Trajectory(task_id="t", prompt_ids=[1], completion_ids=list(range(9)), logprobs=[0.0] * 9,
+                      env_mask=[1, 1, 1, 1, 0, 1, 0, 1, 1], belief_curve=[-5.0, -4.5, -1.0],
+                      turn_spans=[TurnSpan(start=0, end=3, attempt=0), TurnSpan(start=3, end=6, attempt=0),
+                                  TurnSpan(start=7, end=9, attempt=0)])
+    # turn 0 raised the belief by 0.5, turn 1 by 3.5 (clipped to 1); the inserted tokens (4, 6) and
+    # the turn that wrote the answer (7-8) get nothing
+    assert turn_credit_tokens(traj) == [0.5, 0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert turn_credit_tokens(traj.model_copy(update={"belief_curve": []})) == [0.0] * 9
 
 
 def test_belief_from_the_cache_equals_a_plain_forward_pass(tiny_model, tokenizer):
