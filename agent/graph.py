@@ -73,6 +73,7 @@ def build_agent(
     self_correct: bool = True,
     verify_with_tools: bool = True,
     restate_question: bool = True,
+    verify_instruction: str = "",
     checkpointer: Any = None,
     sampling: SamplingParams | None = None,
     system_hint: str = "",
@@ -86,6 +87,8 @@ def build_agent(
     ``exemplars``: the worked examples to show, or the name of a set in ``agent.prompts.EXEMPLAR_SETS``
     (default ``"rewrite"``), shown with one more per tool that carries an ``example``.
     ``restate_question``: the verify turn quotes the question before its instruction.
+    ``verify_instruction``: the verify turn's instruction (also in the exemplars); empty: the default
+    for ``verify_with_tools`` (``agent.prompts.VERIFY_WITH_TOOLS`` or ``VERIFY_WITHOUT_TOOLS``).
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
     ``<tool_call>`` tools.
@@ -101,7 +104,7 @@ def build_agent(
         proto = _with_code_functions(proto, tools_by_name, tool_timeout_s)
         tools = list(tools_by_name.values())
     sampling = (sampling or DEFAULT_SAMPLING).model_copy(update={"stop": proto.stop})
-    verify_text = VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS
+    verify_text = verify_instruction.strip() or (VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS)
     schemas = [t.json_schema() for t in tools]
     preamble = [{"role": "system", "content": system_prompt(proto, tools, fmt, system_hint)}]
     chosen, limit = (exemplars, len(exemplars)) if isinstance(exemplars, list) else \

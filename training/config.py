@@ -53,6 +53,7 @@ class AgentConfig(_Section):
     self_correct: bool = True
     verify_with_tools: bool = True
     restate_question: bool = True  # the verify turn quotes the question before asking for the check
+    verify_instruction: str = ""  # the verify turn's own words; empty: agent.prompts.VERIFY_WITH_TOOLS (or _WITHOUT_)
     exemplars: str = "rewrite"  # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite" or "stepwise"
     # your own LangGraph graph instead of ours: "module:function", a function(model, tools) returning a compiled
     # graph (training.graph_agent; one attempt per run, the verify options above are ignored)
@@ -81,6 +82,7 @@ class AgentConfig(_Section):
         return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
                 "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools,
                 "restate_question": self.restate_question, "exemplars": self.exemplars,
+                **({"verify_instruction": self.verify_instruction} if self.verify_instruction.strip() else {}),
                 **({"graph": self.graph} if self.graph else {})}
 
 

@@ -251,3 +251,16 @@ def test_an_unknown_exemplar_set_names_the_known_ones(scripted):
         build_agent(scripted([]), [add], protocol="json", exemplars="stepwize")
     with pytest.raises(ValueError, match="stepwise"):
         AgentConfig(exemplars="stepwize")
+
+
+def test_a_verify_instruction_of_ones_own_replaces_the_default_in_the_turn_and_the_exemplars(scripted):
+    from agent.prompts import VERIFY_WITH_TOOLS
+    from tools import get_tool
+
+    own = "Re-derive it from the question. A tool error is not a result."
+    policy = scripted(["Final answer: 5"])
+    agent = build_agent(policy, [get_tool("python")], protocol="code", verify_instruction=own)
+    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
+    state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+    text = policy.tokenizer.decode(state["prompt_ids"])
+    assert text.count(own) == 3 and VERIFY_WITH_TOOLS not in text  # two exemplars' checks and this one

@@ -141,3 +141,11 @@ def test_belief_turns_compute_the_belief_signal_without_a_belief_reward(tmp_path
     path.write_text("[training]\nbelief_turns = 0.5\nvllm_server = 'http://localhost:8000'\n")
     with pytest.raises(ConfigError, match="belief_turns"):
         load_config(path)
+
+
+def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[agent]\nverify_instruction = 'Check it. A tool error is not a result.'\n")
+    assert load_config(path).agent.build_options()["verify_instruction"] == "Check it. A tool error is not a result."
+    path.write_text("[agent]\nmax_turns = 4\n")
+    assert "verify_instruction" not in load_config(path).agent.build_options()
