@@ -359,10 +359,12 @@ def eval_table(rows: Sequence[EvalRow], title: str = "evaluation") -> Table:
 def probe_table(probes: Sequence[ProbeResult]) -> Table:
     """Per env and probe: fix rate on injected wrong attempts, false alarms on untouched right ones."""
     table = Table(title="injected-error probes", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption="fix: injected wrong first attempts made right; false alarm: right first attempts "
-                  "made wrong; vacuous: checks that computed nothing new", caption_justify="left")
-    for header in ("env", "probe", "injected", "skipped", "fix", "false alarm", "vacuous"):
-        table.add_column(header, justify="left" if header in ("env", "probe") else "right")
+                  caption="runs: started from an injected wrong first attempt; fix: those made right; false "
+                  "alarm: right first attempts made wrong; vacuous: checks that computed nothing new",
+                  caption_justify="left")
+    for header in ("env", "probe", "runs", "skipped", "fix", "false alarm", "vacuous"):
+        table.add_column(header, justify="left" if header in ("env", "probe") else "right",
+                         no_wrap=header in ("env", "probe"))
     for p in probes:
         cells = [" ".join(format_rate(r)) for r in (p.fix_rate, p.false_alarm_rate, p.vacuous_check_rate)]
         table.add_row(p.env, p.probe, str(p.injected), str(p.skipped), *cells)
