@@ -156,6 +156,9 @@ class TrainingConfig(_Section):
                              f"(tasks_per_step × num_generations = {batch}).")
         if self.stage1_steps and self.beta <= 0:
             raise ValueError("training.stage1_steps > 0 needs training.beta > 0: Stage I holds attempt 1 with KL.")
+        if self.injected_failed_calls and not self.injected_errors:
+            raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
+                             "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")
         return self
 
 

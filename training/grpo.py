@@ -144,7 +144,7 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
                  credit: str = "per_attempt", belief_turns: float = 0.0, **kwargs: Any) -> None:
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {', '.join(CREDITS)}, not {credit!r}")
-        if belief_turns and "belief" not in agent_rollout.signals:
+        if belief_turns and "belief" not in getattr(agent_rollout, "signals", ()):
             raise ValueError("belief_turns adds each turn's belief credit to its tokens' advantages: build the "
                              "AgentRollout with signals=['belief'].")
         self.belief_turns = belief_turns

@@ -143,6 +143,15 @@ def test_belief_turns_compute_the_belief_signal_without_a_belief_reward(tmp_path
         load_config(path)
 
 
+def test_injected_failed_calls_without_injected_errors_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\ninjected_failed_calls = 0.5\n")
+    with pytest.raises(ConfigError, match="injected_errors is 0"):
+        load_config(path)
+    path.write_text("[training]\ninjected_errors = 0.5\ninjected_failed_calls = 0.5\n")
+    assert load_config(path).training.injected_failed_calls == 0.5
+
+
 def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[agent]\nverify_instruction = 'Check it. A tool error is not a result.'\n")
