@@ -76,6 +76,7 @@ def build_agent(
     verify_instruction: str = "",
     checkpointer: Any = None,
     sampling: SamplingParams | None = None,
+    verify_sampling: SamplingParams | None = None,
     system_hint: str = "",
     exemplars: list[Exemplar] | str | None = None,
     tool_timeout_s: float = 60.0,
@@ -89,6 +90,8 @@ def build_agent(
     ``restate_question``: the verify turn quotes the question before its instruction.
     ``verify_instruction``: the verify turn's instruction (also in the exemplars); empty: the default
     for ``verify_with_tools`` (``agent.prompts.VERIFY_WITH_TOOLS`` or ``VERIFY_WITHOUT_TOOLS``).
+    ``verify_sampling``: how turns after the first answer are sampled (default: ``sampling``), e.g. hotter,
+    so training explores checks the usual temperature rarely writes.
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
     ``<tool_call>`` tools.
@@ -104,6 +107,7 @@ def build_agent(
         proto = _with_code_functions(proto, tools_by_name, tool_timeout_s)
         tools = list(tools_by_name.values())
     sampling = (sampling or DEFAULT_SAMPLING).model_copy(update={"stop": proto.stop})
+    verify_sampling = verify_sampling.model_copy(update={"stop": proto.stop}) if verify_sampling else sampling
     verify_text = verify_instruction.strip() or (VERIFY_WITH_TOOLS if verify_with_tools else VERIFY_WITHOUT_TOOLS)
     schemas = [t.json_schema() for t in tools]
     preamble = [{"role": "system", "content": system_prompt(proto, tools, fmt, system_hint)}]
@@ -161,7 +165,8 @@ def build_agent(
     async def generate(state: AgentState, config: RunnableConfig) -> dict:
         started = time.perf_counter()
         ids = state["prompt_ids"] + state.get("completion_ids", [])
-        turn = await policy.generate(ids, sampling, on_text=_token_streamer(config))
+        params = verify_sampling if state.get("attempts") else sampling
+        turn = await policy.generate(ids, params, on_text=_token_streamer(config))
         text = safe_text(turn.text)  # the ids are the model's; its text may come from a server, surrogates and all
         at = len(state.get("completion_ids", []))
         span = {"start": at, "end": at + len(turn.token_ids), "attempt": len(state.get("attempts", []))}

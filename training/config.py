@@ -132,6 +132,9 @@ class TrainingConfig(_Section):
     # of those injected attempts, the share whose code fails (one bracket dropped) and which answer a number
     # the tool never printed; the rest print a wrong answer
     injected_failed_calls: float = Field(0.0, ge=0.0, le=1.0)
+    # temperature of the turns after the first answer in training rollouts (unset: agent.temperature): hotter
+    # explores checks the policy rarely writes; the loss still scores them at agent.temperature (no correction)
+    verify_temperature: float | None = Field(None, gt=0.0)
     eval_every: int = Field(0, ge=0)  # greedy held-out evaluation every N steps (and before the first): the curve
     curve_tasks: int = Field(16, ge=1)  # held-out tasks (test split) in each point of that curve
     save_steps: int = Field(5, ge=1)

@@ -53,8 +53,8 @@ from tools.base import Tool, safe_text
 
 log = logging.getLogger(__name__)
 
-IGNORED = ("self_correct", "verify_with_tools", "restate_question", "verify_instruction", "exemplars", "max_tool_calls",
-           "tool_timeout_s", "code_functions", "system_hint", "checkpointer")
+IGNORED = ("self_correct", "verify_with_tools", "restate_question", "verify_instruction", "verify_sampling",
+           "exemplars", "max_tool_calls", "tool_timeout_s", "code_functions", "system_hint", "checkpointer")
 REWRITTEN = "history rewritten"  # the run split into several rows: no one row is what the model saw throughout
 INEXACT = "inexact ids"  # the backend did not vouch for the ids or log-probs it returned
 NOT_TRAINED = "; not trained: "  # stop_reason = "answered; not trained: history rewritten"

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from agent.policy import SamplingParams
 from training.config import TrainConfig
 from training.recorder import RunRecorder
 
@@ -78,6 +79,15 @@ def no_recomputation(config_class: type) -> dict[str, bool]:
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
 
 
+def rollout_sampling(cfg: TrainConfig) -> dict[str, SamplingParams]:
+    """How training rollouts sample: ``sampling`` (at ``agent.temperature``, which the loss also uses) and,
+    with ``training.verify_temperature``, a ``verify_sampling`` for the turns after the first answer."""
+    sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
+    hot = cfg.training.verify_temperature
+    return {"sampling": sampling} | ({} if hot is None else
+                                     {"verify_sampling": sampling.model_copy(update={"temperature": hot})})
+
+
 def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, tokenizer: Any = None,
                   console: Console | None = None) -> tuple[Any, Any]:
     """The trainer and its rollout function. ``model``/``tokenizer`` override ``config.model.name``."""
@@ -85,7 +95,6 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
     from trl import GRPOConfig
 
     from agent.models import load_model
-    from agent.policy import SamplingParams
     from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer
     from training.injection import ErrorInjector
     from training.metrics import compute_metrics
@@ -136,15 +145,15 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
         peft_config = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    sampling = SamplingParams(temperature=cfg.agent.temperature, max_new_tokens=cfg.agent.max_new_tokens)
+    sampling = rollout_sampling(cfg)
     agent_options = cfg.agent.build_options()
 
     def build(policy_model: Any) -> tuple[Any, Any]:
         policy = rollout_policy(tr, policy_model, tokenizer)
-        return policy, build_env_agent(policy, env, sampling=sampling, **agent_options)
+        return policy, build_env_agent(policy, env, **sampling, **agent_options)
 
     def injector(policy: Any) -> Any:
-        first_agent = build_env_agent(policy, env, sampling=sampling, **agent_options | {"self_correct": False})
+        first_agent = build_env_agent(policy, env, **sampling, **agent_options | {"self_correct": False})
         return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls)
 
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,

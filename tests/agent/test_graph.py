@@ -264,3 +264,24 @@ def test_a_verify_instruction_of_ones_own_replaces_the_default_in_the_turn_and_t
     state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
     text = policy.tokenizer.decode(state["prompt_ids"])
     assert text.count(own) == 3 and VERIFY_WITH_TOOLS not in text  # two exemplars' checks and this one
+
+
+def test_turns_after_the_first_answer_are_sampled_with_verify_sampling(scripted):
+    from agent.policy import SamplingParams
+    from tools import get_tool
+
+    policy = scripted(["```python\nprint(2 + 3)\n```", "Final answer: 5", "```python\nprint(3 + 2)\n```",
+                       "Final answer: 5"])
+    used: list[float] = []
+    generate = policy.generate
+
+    async def recording(prompt_ids, sampling, **kw):
+        used.append(sampling.temperature)
+        return await generate(prompt_ids, sampling, **kw)
+
+    policy.generate = recording
+    agent = build_agent(policy, [get_tool("python")], protocol="code", sampling=SamplingParams(temperature=0.7),
+                        verify_sampling=SamplingParams(temperature=1.2))
+    state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?"}))
+    assert [a["answer"] for a in state["attempts"]] == ["5", "5"]
+    assert used == [0.7, 0.7, 1.2, 1.2]  # the first attempt as usual, the check hotter

@@ -83,3 +83,13 @@ def test_recomputation_is_turned_off_under_either_name_transformers_uses():
     assert no_recomputation(New) == {"activation_checkpointing": False}
     args = GRPOConfig(output_dir="unused", use_cpu=True, **no_recomputation(GRPOConfig))
     assert getattr(args, next(iter(no_recomputation(GRPOConfig)))) is False
+
+
+def test_verify_temperature_makes_only_the_training_checks_hotter():
+    from training.train import rollout_sampling
+
+    plain = TrainConfig.model_validate({"agent": {"temperature": 0.7}})
+    assert set(rollout_sampling(plain)) == {"sampling"} and rollout_sampling(plain)["sampling"].temperature == 0.7
+    hot = rollout_sampling(TrainConfig.model_validate({"agent": {"temperature": 0.7},
+                                                       "training": {"verify_temperature": 1.2}}))
+    assert (hot["sampling"].temperature, hot["verify_sampling"].temperature) == (0.7, 1.2)
