@@ -129,9 +129,18 @@ class VLLMPolicy:
         """Stop the engine and free its memory (once; later calls do nothing)."""
         if not self._closed:
             self._closed = True
-            self.engine.shutdown()
+            # the engine's output handler runs on our loop: cancel it first, or it logs the shutdown as a failure
+            asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+            self.engine.shutdown()
+
+
+async def _cancel_others() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _finish_reason(finish_reason: str | None, stop_reason: int | str | None) -> FinishReason:
