@@ -118,6 +118,8 @@ class TrainingConfig(_Section):
     share_prefix: bool = True  # encode a micro-batch's common prefix (system prompt, exemplars) once in the loss
     learning_rate: float = Field(1e-5, gt=0)
     beta: float = Field(0.0, ge=0)  # KL to the reference model; Stage I needs it > 0
+    # KL weight on the tokens up to the first answer (unset: beta); SCoRe holds attempt 1 with a larger one
+    first_attempt_beta: float | None = Field(None, ge=0)
     max_grad_norm: float = 1.0
     loss_type: str = "dapo"
     # Stage II credit: "per_attempt" credits attempt 1 with its own correctness and the verify turns with
@@ -159,6 +161,9 @@ class TrainingConfig(_Section):
                              f"(tasks_per_step × num_generations = {batch}).")
         if self.stage1_steps and self.beta <= 0:
             raise ValueError("training.stage1_steps > 0 needs training.beta > 0: Stage I holds attempt 1 with KL.")
+        if self.first_attempt_beta is not None and self.beta <= 0:
+            raise ValueError("training.first_attempt_beta needs training.beta > 0: the reference model it measures "
+                             "the KL to exists only then.")
         if self.injected_failed_calls and not self.injected_errors:
             raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
                              "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")

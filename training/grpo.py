@@ -15,6 +15,9 @@ supports) — SCoRe's stages and per-attempt credit below, and ΔBelief's per-tu
   the first answer get zero advantage, so only the KL term (``beta``) acts on attempt 1 and holds it
   near the reference model, while the reward (attempt 2's correctness; the progress bonus is off, as
   in SCoRe) shapes attempt 2.
+- A KL weight of its own for attempt 1 (``first_attempt_beta``): SCoRe holds the first attempt with a
+  larger KL weight than the rest, and TRL's KL term has one weight for every token. The difference is
+  added to TRL's loss on the tokens up to the first answer, normalized the way the loss type normalizes.
 - Per-attempt credit in Stage II (``credit="per_attempt"``, the default). Each attempt is credited
   with its own reward, as SCoRe's per-attempt rewards do: the tokens up to the first answer get the
   group-normalized advantage of the reward the run would have earned had the first answer been its
@@ -30,6 +33,8 @@ TRL names we rely on that are not public API (check these on a TRL upgrade):
   reshapes them to token level there.
 - ``_get_per_token_logps_and_entropies``: where the loss computes log-probs; the shared-prefix path
   replaces it (``training.shared_prefix``).
+- ``_compute_loss`` and its per-loss-type normalization (``_as_loss`` mirrors it), the
+  ``ref_per_token_logps`` / ``old_per_token_logps`` / ``num_items_in_batch`` inputs it reads.
 - that extra keys returned by ``rollout_func`` are written into the ``inputs`` rows (how a row's
   ``first_attempt_mask`` reaches Stage I) and that every key of a row reaches the reward functions
   (how ``stage`` reaches ``training.rewards.progress``).
@@ -141,18 +146,24 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with SCoRe Stage I for the first ``stage1_steps`` steps (see module docstring)."""
 
     def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
-                 credit: str = "per_attempt", belief_turns: float = 0.0, **kwargs: Any) -> None:
+                 credit: str = "per_attempt", belief_turns: float = 0.0, first_attempt_beta: float | None = None,
+                 **kwargs: Any) -> None:
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {', '.join(CREDITS)}, not {credit!r}")
         if belief_turns and "belief" not in getattr(agent_rollout, "signals", ()):
             raise ValueError("belief_turns adds each turn's belief credit to its tokens' advantages: build the "
                              "AgentRollout with signals=['belief'].")
         self.belief_turns = belief_turns
+        self.first_attempt_beta = first_attempt_beta
         super().__init__(*args, rollout_func=agent_rollout, **kwargs)
         self.stage1_steps = stage1_steps
         self.share_prefix = share_prefix
         self.credit = credit
         self._first_attempt_rewards: torch.Tensor | None = None  # per reward function, all processes' rows
+        self._logps: torch.Tensor | None = None  # the last log-probs computed (in the loss: the policy's, with grad)
+        if first_attempt_beta is not None and self.beta == 0:
+            raise ValueError("first_attempt_beta weighs the KL to the reference model on attempt 1, and beta is 0 "
+                             "(no reference model): set beta > 0 too.")
 
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                            logits_to_keep: int, batch_size: int | None = None,
@@ -161,6 +172,14 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         """TRL's log-probs, with the rows' common prefix (system prompt, exemplars) encoded once per
         micro-batch (``training.shared_prefix``). Falls back to TRL's own path for multimodal or MoE
         inputs and for models wrapped for several processes (DDP/FSDP expect one forward per backward)."""
+        logps, entropies, aux = self._logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                          batch_size, compute_entropy, compute_aux_loss, **multimodal)
+        self._logps = logps
+        return logps, entropies, aux
+
+    def _logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             logits_to_keep: int, batch_size: int | None, compute_entropy: bool,
+                             compute_aux_loss: bool, **multimodal: Any) -> tuple[torch.Tensor, Any, Any]:
         wrapped = self.accelerator.unwrap_model(model) is not model
         if (not self.share_prefix or wrapped or compute_aux_loss or input_ids.size(0) < 2
                 or any(v is not None for v in multimodal.values())):
@@ -190,6 +209,8 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         advantages = out["advantages"]
         width = out["completion_ids"].shape[1]
+        if self.first_attempt_beta is not None:  # a tensor per row: TRL splits it into micro-batches with the rest
+            out["first_attempt_tokens"] = _token_rows(inputs, "first_attempt_mask", width).to(advantages.device)
         if stage == 1 or self.credit == "per_attempt":
             first = _token_rows(inputs, "first_attempt_mask", width).to(advantages.device)
             own = torch.zeros_like(advantages) if stage == 1 else self._first_attempt_advantages(len(inputs))
@@ -202,6 +223,41 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
             tokens = tokens if tokens.dim() == 2 else tokens.reshape(-1, 1).expand(-1, width)
             out["advantages"] = tokens + self.belief_turns * credit.to(tokens)
         return out
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """TRL's loss, plus ``(first_attempt_beta - beta) × KL`` on the tokens up to the first answer."""
+        loss = super()._compute_loss(model, inputs)
+        if self.first_attempt_beta is None or self.first_attempt_beta == self.beta:
+            return loss
+        logps, ref = self._logps, inputs["ref_per_token_logps"]
+        kl = torch.exp(ref - logps) - (ref - logps) - 1  # TRL's estimator (k3)
+        if self.args.use_bias_correction_kl:
+            old = inputs.get("old_per_token_logps")
+            kl = kl * torch.exp(logps - (logps.detach() if old is None else old))
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        extra = (self.first_attempt_beta - self.beta) * kl * inputs["first_attempt_tokens"].to(kl)
+        return loss + self._as_loss(extra, mask, inputs)
+
+    def _as_loss(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """A per-token term reduced to a loss exactly as TRL's ``_compute_loss`` reduces its own for this
+        ``loss_type`` (checked against it in the tests)."""
+        training = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if training else 1.0
+        masked = per_token * mask
+        if self.loss_type in ("grpo", "sapo"):
+            return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        if self.loss_type == "bnpo":
+            return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+        if self.loss_type == "dr_grpo":
+            return masked.sum() / (per_token.size(0) * self.max_completion_length) / accumulation
+        if self.loss_type in ("cispo", "dapo", "vespo"):
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if training:
+                normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            return masked.sum() / normalizer
+        if self.loss_type == "luspo":
+            return masked.sum(-1).mean() / accumulation
+        raise ValueError(f"first_attempt_beta does not know how loss_type {self.loss_type!r} normalizes its terms")
 
     def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
                            completion_ids_list: list[Any]) -> torch.Tensor:

@@ -35,9 +35,10 @@ def test_bad_values_and_files_are_clear(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
-    path.write_text("[training]\nstage1_steps = 2\n")
-    with pytest.raises(ConfigError, match="beta"):
-        load_config(path)
+    for needs_a_reference_model in ("stage1_steps = 2", "first_attempt_beta = 0.5"):
+        path.write_text(f"[training]\n{needs_a_reference_model}\n")
+        with pytest.raises(ConfigError, match="beta > 0"):
+            load_config(path)
     path.write_text("[training]\ntasks_per_step = 3\nnum_generations = 2\nmicro_batch_size = 4\n")
     with pytest.raises(ConfigError, match="micro_batch_size"):
         load_config(path)

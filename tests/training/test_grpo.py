@@ -43,15 +43,17 @@ def step_setup(tmp_path):
                             sampling=SamplingParams(max_new_tokens=12, temperature=1.0))
     rollout = Recorder(AgentRollout(lambda model: (policy, agent), env, tasks))
 
-    def make(stage1_steps=0, beta=0.0, share_prefix=True, credit="per_attempt", reward=varying_reward):
+    def make(stage1_steps=0, beta=0.0, share_prefix=True, credit="per_attempt", reward=varying_reward,
+             first_attempt_beta=None, loss_type="dapo"):
         args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
-                          max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
+                          loss_type=loss_type, max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
                           activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
                           beta=beta, disable_tqdm=True)
         return SelfCorrectionGRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward],
                                          args=args, train_dataset=env.as_dataset("train", n=2),
                                          agent_rollout=rollout, stage1_steps=stage1_steps,
-                                         share_prefix=share_prefix, credit=credit)
+                                         share_prefix=share_prefix, credit=credit,
+                                         first_attempt_beta=first_attempt_beta)
 
     yield model, rollout, make
     policy.close()
@@ -179,6 +181,43 @@ def _batch(trainer):
     dataset = trainer.train_dataset
     rows = [dataset[i] for i in range(len(dataset))]
     return [dict(row) for row in rows for _ in range(2)]  # distinct rows, as TRL's sampler yields them
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
+def test_first_attempt_beta_weighs_the_kl_on_first_attempt_tokens_alone(step_setup, loss_type):
+    """With every token marked first-attempt, the loss is TRL's own with beta = first_attempt_beta (so the
+    added term is normalized as TRL normalizes); with none marked, TRL's with beta."""
+    model, rollout, make = step_setup
+    trainer = make(beta=0.1, first_attempt_beta=0.7, loss_type=loss_type)
+    inputs = trainer._generate_and_score_completions(_batch(trainer))
+    first = inputs["first_attempt_tokens"]
+    masks = rollout.outputs[-1]["first_attempt_mask"]
+    assert first.shape == inputs["completion_ids"].shape and first.sum() == sum(map(sum, masks)) > 0
+    torch.manual_seed(0)  # a reference model that differs from the policy, so the KL and its gradient are not 0
+    inputs["ref_per_token_logps"] = inputs["ref_per_token_logps"] + 0.5 * torch.randn_like(first)
+    trainer.current_gradient_accumulation_steps = 2
+    model.train()
+
+    def loss_and_grads(first_tokens, beta, first_attempt_beta):
+        trainer.beta, trainer.first_attempt_beta = beta, first_attempt_beta
+        model.zero_grad()
+        loss = trainer.compute_loss(model, inputs | {"first_attempt_tokens": first_tokens})
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for marked, expected_beta in ((torch.ones_like(first), 0.7), (torch.zeros_like(first), 0.1)):
+        ours = loss_and_grads(marked, 0.1, 0.7)
+        trls = loss_and_grads(marked, expected_beta, None)
+        assert ours[0] == pytest.approx(trls[0], rel=1e-5, abs=1e-7)
+        for a, b in zip(ours[1], trls[1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert loss_and_grads(first, 0.1, 0.7)[0] != pytest.approx(loss_and_grads(first, 0.1, None)[0])
+
+
+def test_first_attempt_beta_needs_a_reference_model(step_setup):
+    _, _, make = step_setup
+    with pytest.raises(ValueError, match="beta > 0"):
+        make(beta=0.0, first_attempt_beta=0.5)
 
 
 def test_stage_one_zeroes_advantages_on_the_first_attempt(step_setup):
