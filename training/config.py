@@ -121,6 +121,10 @@ class TrainingConfig(_Section):
     # KL weight on the tokens up to the first answer (unset: beta); SCoRe holds attempt 1 with a larger one
     first_attempt_beta: float | None = Field(None, ge=0)
     max_grad_norm: float = 1.0
+    # Adam divides each step by the gradient's running size, so a batch that carries almost no signal (a
+    # gradient norm of 0.004) moves every weight as far as one that carries a lot; a larger epsilon makes
+    # steps on such tiny gradients small (torch's default 1e-8 never does)
+    adam_epsilon: float = Field(1e-8, gt=0)
     loss_type: str = "dapo"
     # Stage II credit: "per_attempt" credits attempt 1 with its own correctness and the verify turns with
     # the whole reward; "trajectory" gives every token one advantage (rewards a wrong first attempt)

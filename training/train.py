@@ -125,6 +125,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         beta=tr.beta,
         loss_type=tr.loss_type,
         max_grad_norm=tr.max_grad_norm,
+        adam_epsilon=tr.adam_epsilon,
         temperature=cfg.agent.temperature,  # TRL recomputes log-probs at this temperature: keep them equal
         max_completion_length=cfg.agent.max_turns * cfg.agent.max_new_tokens,
         **no_recomputation(GRPOConfig),  # small model, plenty of memory: recomputation only costs time
