@@ -209,10 +209,12 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         advantages = out["advantages"]
         width = out["completion_ids"].shape[1]
-        if self.first_attempt_beta is not None:  # a tensor per row: TRL splits it into micro-batches with the rest
-            out["first_attempt_tokens"] = _token_rows(inputs, "first_attempt_mask", width).to(advantages.device)
-        if stage == 1 or self.credit == "per_attempt":
+        first = None  # tokens up to the first answer, read only where something needs them
+        if stage == 1 or self.credit == "per_attempt" or self.first_attempt_beta is not None:
             first = _token_rows(inputs, "first_attempt_mask", width).to(advantages.device)
+        if self.first_attempt_beta is not None:  # a tensor per row: TRL splits it into micro-batches with the rest
+            out["first_attempt_tokens"] = first
+        if stage == 1 or self.credit == "per_attempt":
             own = torch.zeros_like(advantages) if stage == 1 else self._first_attempt_advantages(len(inputs))
             out["advantages"] = advantages.reshape(-1, 1) * (1 - first) + own.to(advantages).reshape(-1, 1) * first
         if self.belief_turns:  # in Stage I, attempt 1 is left to the KL term here too
