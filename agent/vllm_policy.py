@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import shutil
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.policy import FinishReason, Generation, SamplingParams
@@ -63,6 +68,7 @@ class VLLMPolicy:
                                "lines vLLM logged above name the cause: memory (on CPUs VLLM_CPU_KVCACHE_SPACE, "
                                "in GiB; on GPUs gpu_memory_utilization), the instruction set, or the model.") from exc
         self._closed = False
+        self._own_folder: Path | None = None  # the weights folder from_model made (removed on close)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True)
         self._thread.start()
@@ -71,6 +77,58 @@ class VLLMPolicy:
 
             tokenizer = AutoTokenizer.from_pretrained(engine_kwargs.get("tokenizer") or model)
         self.tokenizer = tokenizer
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, **engine_kwargs: Any) -> VLLMPolicy:
+        """An engine on the weights of ``model``, a transformers model in this process (the one being
+        trained): its config, tokenizer and weights go to a folder of its own (in ``/dev/shm`` where there
+        is one), the engine starts from it, and ``load_weights`` later refreshes the weights there."""
+        memory = "/dev/shm" if os.path.isdir("/dev/shm") else None  # a file system in memory, where there is one
+        folder = Path(tempfile.mkdtemp(prefix="anchorloop-vllm-", dir=memory))
+        try:
+            model.config.save_pretrained(folder)
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            write_weights(model, folder)
+            policy = cls(str(folder), tokenizer=tokenizer, **engine_kwargs)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        policy._own_folder = folder
+        return policy
+
+    def load_weights(self, model: Any) -> float:
+        """Give the engine ``model``'s current weights (the architecture it started with) and drop the
+        prefixes it cached with the old ones; returns the seconds it took. Call it between rollouts: the
+        engine's workers read the weights from a file, so only its path crosses the process boundary."""
+        if self._own_folder is None:
+            raise RuntimeError("load_weights needs an engine made by VLLMPolicy.from_model (it owns the folder "
+                               "the engine reads its weights from).")
+        started = time.perf_counter()
+        write_weights(model, self._own_folder)
+        self._call(self._reload(self._own_folder))
+        return time.perf_counter() - started
+
+    def reset_cache(self) -> None:
+        """Drop the engine's cached prefixes (keys and values computed with weights that are gone)."""
+        self._call(self._reset_prefix_cache())
+
+    def _call(self, coro: Any) -> Any:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("This VLLMPolicy is closed.")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _reload(self, folder: Path) -> None:
+        await self.engine.collective_rpc("reload_weights",
+                                         kwargs={"weights_path": str(folder), "is_checkpoint_format": True})
+        await self._reset_prefix_cache()
+
+    async def _reset_prefix_cache(self) -> None:
+        if not await self.engine.reset_prefix_cache():
+            raise RuntimeError("vLLM kept its prefix cache: requests were still running. Load weights or reset "
+                               "the cache between rollouts, not during one.")
 
     def __repr__(self) -> str:
         return f"VLLMPolicy({self.model!r})"
@@ -134,6 +192,34 @@ class VLLMPolicy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self.engine.shutdown()
+            if self._own_folder is not None:
+                shutil.rmtree(self._own_folder, ignore_errors=True)
+
+
+def checkpoint_tensors(model: Any) -> dict[str, Any]:
+    """``model``'s weights under their checkpoint names, each a tensor of its own. A weight tied to another
+    (SmolLM2's output layer is its embedding) is written again as a copy: the CPU engine keeps its own
+    packed copy of the output layer, which a reload without that name would leave stale."""
+    tensors: dict[str, Any] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        tensors[name] = tensor.clone() if tensor.data_ptr() in seen else tensor.contiguous()
+        seen.add(tensor.data_ptr())
+    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
+        tensors["lm_head.weight"] = model.get_input_embeddings().weight.detach().clone()
+    return tensors
+
+
+def write_weights(model: Any, folder: Path) -> Path:
+    """``model``'s weights as ``folder/model.safetensors``, replaced whole (written aside, then renamed)."""
+    from safetensors.torch import save_file
+
+    target = folder / "model.safetensors"
+    aside = folder / "model.safetensors.writing"
+    save_file(checkpoint_tensors(model), str(aside))
+    os.replace(aside, target)
+    return target
 
 
 async def _cancel_others() -> None:

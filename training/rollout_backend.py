@@ -1,7 +1,11 @@
-"""Where training rollouts are sampled: in-process on the trainer's own weights, or on a vLLM server.
+"""Where training rollouts are sampled (``training.engine``): on the trainer's own weights, in a vLLM
+engine in this process, or on a vLLM server.
 
-In-process (the default) the rollout's ``HFPolicy`` runs the very model object TRL optimizes, so
-every rollout sees the latest weights for free. With ``training.vllm_server`` set, generation moves
+With ``engine = "hf"`` (the default) the rollout's ``HFPolicy`` runs the very model object TRL
+optimizes, so every rollout sees the latest weights for free. With ``engine = "vllm"`` a ``VLLMPolicy``
+starts on a copy of the model's weights, and ``AgentRollout.sync`` loads the trained weights into it
+before every rollout (``VLLMPolicy.load_weights``: a file in ``/dev/shm``, read by the engine's own
+processes; ``training.vllm_kwargs`` go to its ``AsyncEngineArgs``). With ``vllm_server`` set too, generation moves
 to a vLLM server on its own GPU: TRL's server mode (``use_vllm=True, vllm_mode="server"``) pushes
 the trained weights to it before every rollout and resets its prefix cache, and the agent talks to
 it through ``OpenAIPolicy``, sending token ids and getting the sampled ids and log-probs back, so
@@ -29,12 +33,16 @@ def vllm_args(training: TrainingConfig) -> dict[str, Any]:
 
 def rollout_policy(training: TrainingConfig, model: Any, tokenizer: Any, *,
                    transport: httpx.AsyncBaseTransport | None = None) -> Any:
-    """The policy the rollouts sample from: ``HFPolicy`` on ``model``, or ``OpenAIPolicy`` on the server.
-    Called from the trainer's (synchronous) loop."""
-    if training.vllm_server is None:
+    """The policy the rollouts sample from: ``HFPolicy`` on ``model``, a ``VLLMPolicy`` started from its
+    weights, or ``OpenAIPolicy`` on the server. Called from the trainer's (synchronous) loop."""
+    if training.engine == "hf":
         from agent.hf_policy import HFPolicy
 
         return HFPolicy(model, tokenizer, max_batch_size=training.max_batch_size)
+    if training.vllm_server is None:
+        from agent.vllm_policy import VLLMPolicy
+
+        return VLLMPolicy.from_model(model, tokenizer, **training.vllm_kwargs)
     from agent.openai_policy import OpenAIPolicy
 
     name = asyncio.run(served_model(training.vllm_server, transport=transport))

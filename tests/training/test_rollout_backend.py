@@ -70,7 +70,7 @@ def test_without_a_server_rollouts_run_in_process_on_the_trained_model():
 
 def test_a_server_puts_trl_in_vllm_server_mode(tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[],
-                      **vllm_args(TrainingConfig(vllm_server=SERVER)))
+                      **vllm_args(TrainingConfig(engine="vllm", vllm_server=SERVER)))
     assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", SERVER)
 
 
@@ -100,7 +100,7 @@ def test_one_grpo_step_trains_on_exactly_what_the_server_sampled(tmp_path):
     script = tokenizer.encode("Final answer: 7", add_special_tokens=False) + [tokenizer.eos_token_id]
     server = CompletionServer(tokenizer, script)
     app = ModelsAndCompletions(server, ["smollm2-on-gpu"])
-    policy = rollout_policy(TrainingConfig(vllm_server=SERVER), model, tokenizer,
+    policy = rollout_policy(TrainingConfig(engine="vllm", vllm_server=SERVER), model, tokenizer,
                             transport=httpx.ASGITransport(app))
     assert isinstance(policy, OpenAIPolicy) and policy.model == "smollm2-on-gpu"
 
