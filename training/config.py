@@ -155,6 +155,9 @@ class TrainingConfig(_Section):
     # generate on a vLLM server (GPU) instead of in-process; TRL pushes the weights to it before each rollout
     vllm_server: str | None = Field(None, pattern=r"^https?://")
     vllm_server_timeout_s: float = Field(240.0, gt=0)  # how long to wait for the server to come up
+    # how the trained weights reach the server: "nccl" (TRL's push, GPUs) or "file" (a server on this machine,
+    # CPU or GPU, started with VLLM_SERVER_DEV_MODE=1: a safetensors file it reloads; agent.vllm_weights)
+    vllm_server_sync: Literal["nccl", "file"] = "nccl"
 
     @property
     def micro_batch(self) -> int:
@@ -175,6 +178,9 @@ class TrainingConfig(_Section):
         if self.vllm_server and self.engine != "vllm":
             raise ValueError("training.vllm_server is where a vLLM engine runs: set training.engine = \"vllm\" "
                              "too, or drop vllm_server to generate in this process.")
+        if self.vllm_server_sync != "nccl" and not self.vllm_server:
+            raise ValueError("training.vllm_server_sync is how weights reach a vLLM server; set vllm_server too, "
+                             "or drop vllm_server_sync.")
         if self.vllm_kwargs and (self.engine != "vllm" or self.vllm_server):
             raise ValueError("training.vllm_kwargs configure the in-process vLLM engine (training.engine = \"vllm\" "
                              "without vllm_server); a server takes its options on its own command line.")

