@@ -41,7 +41,8 @@ class VLLMPolicy:
     ``asyncio.run`` after another (vLLM's engine is otherwise bound to the loop of its first request).
 
     ``engine_kwargs`` go to ``vllm.AsyncEngineArgs`` (``gpu_memory_utilization``, ``max_model_len``,
-    ``dtype``, ...). Log-probs default to ``logprobs_mode="processed_logprobs"`` (the distribution
+    ``dtype``, ...; ``enforce_eager`` defaults to True without a GPU). Log-probs default to
+    ``logprobs_mode="processed_logprobs"`` (the distribution
     actually sampled from, after temperature and top-p) where the installed vLLM has that option.
     ``model``: anything ``agent.models.resolve`` takes (``"smollm2-135m"``: its converted checkpoint).
     ``tokenizer`` defaults to the model's own, loaded with transformers.
@@ -59,6 +60,10 @@ class VLLMPolicy:
         self._cumulative = RequestOutputKind.CUMULATIVE
         if "logprobs_mode" in {f.name for f in dataclasses.fields(vllm.AsyncEngineArgs)}:
             engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
+        import torch
+
+        if not torch.cuda.is_available():  # on CPUs, torch.compile's warm-up adds minutes to every start
+            engine_kwargs.setdefault("enforce_eager", True)
         self.model = model
         try:
             self.engine = vllm.AsyncLLMEngine.from_engine_args(vllm.AsyncEngineArgs(model=model, **engine_kwargs))

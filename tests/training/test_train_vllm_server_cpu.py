@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +27,9 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("server") / "vllm.log"
     env = os.environ | {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
-    command = [str(Path(sys.executable).parent / "vllm"), "serve", resolve("smollm2-135m"), "--port", str(port),
+    # vllm-cpu's `vllm` command looks itself up as a package named vllm, which it is not: run the server module
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve("smollm2-135m"),
+               "--port", str(port),
                "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096",
                "--logprobs-mode", "processed_logprobs", "--enable-prefix-caching"]
     with open(log, "w") as out:
