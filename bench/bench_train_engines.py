@@ -115,7 +115,7 @@ def main() -> None:
     shown = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
     section = "\n".join([
         SECTION, "",
-        f"Command: `{command_line('bench_train_engines.py')}`  ",
+        f"Command: `{command_line('bench_train_engines.py').replace('.venv/', '.venv-vllm/', 1)}`  ",
         f"Date: {utc_now()}  ",
         f"Machine: {machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), CPU only  ",
         f"Load average (1 min) before training: {load_start:.2f} (after waiting {waited:.0f} s for < 1.0)", "",
@@ -124,7 +124,9 @@ def main() -> None:
         f"turns of ≤ {cfg.agent.max_new_tokens} tokens, temperature {cfg.agent.temperature}), {args.steps} steps per "
         f"engine, the HF run first. vLLM: `vllm_kwargs = {VLLM_KWARGS}`, `VLLM_CPU_KVCACHE_SPACE="
         f"{os.environ['VLLM_CPU_KVCACHE_SPACE']}`. The engines sample different trajectories, so step lengths differ; "
-        "compare tokens/s and the rest of the step.", "",
+        "compare tokens/s and the rest of the step. On a 2-core machine vLLM's engine binds its OpenMP threads "
+        "to one core and leaves the other to the trainer's process (`VLLM_CPU_OMP_THREADS_BIND=auto`); "
+        "`HFPolicy` decodes with torch's threads on both.", "",
         *rows, "", summary, "",
     ])
     write_section(SECTION, section)
