@@ -280,7 +280,7 @@ def test_server_is_restarted_when_its_zygote_dies():
         assert sandbox.run("print(1)").ok
         first = server.pid
         os.kill(server.hello["zygote_pid"], signal.SIGKILL)
-        assert wait_until(lambda: not alive(first)), "the server shuts down without its zygote"
+        assert wait_until(lambda: not alive(first), timeout=30), "the server shuts down without its zygote"
         assert sandbox.run("print(2)").stdout == "2\n" and server.pid != first
     finally:
         server.close()
