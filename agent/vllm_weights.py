@@ -23,6 +23,11 @@ def weights_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="anchorloop-vllm-", dir=memory))
 
 
+def reload_request(folder: Path) -> dict[str, Any]:
+    """The ``collective_rpc`` call that makes an engine's workers reload their weights from ``folder``."""
+    return {"method": "reload_weights", "kwargs": {"weights_path": str(folder), "is_checkpoint_format": True}}
+
+
 def checkpoint_tensors(model: Any) -> dict[str, Any]:
     """``model``'s weights under their checkpoint names, each a tensor of its own. A weight tied to another
     (SmolLM2's output layer is its embedding) is written again as a copy: the CPU engine keeps its own
@@ -74,9 +79,7 @@ class ServerWeights:
 
     async def _reload(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
-            body = {"method": "reload_weights",
-                    "kwargs": {"weights_path": str(self.folder), "is_checkpoint_format": True}}
-            reloaded = await client.post(self.root + "/collective_rpc", json=body)
+            reloaded = await client.post(self.root + "/collective_rpc", json=reload_request(self.folder))
             if reloaded.status_code == 404:
                 raise ConnectionError(f"{self.root} has no /collective_rpc route: start the vLLM server with "
                                       "VLLM_SERVER_DEV_MODE=1 to load weights through a file.")

@@ -133,7 +133,7 @@ class AgentRollout:
     def sync(self, trainer: Any) -> Any:
         """The policy, sampling with the weights ``trainer`` holds now: an engine with weights of its own
         (``VLLMPolicy``) is given them; one that shares them (``HFPolicy``) drops the keys and values it
-        cached with the old ones. Once per optimizer step (a vLLM server gets its weights from TRL)."""
+        cached with the old ones. Once per optimizer step (a server under TRL's push gets them from TRL)."""
         policy = self.ready(trainer)
         step = trainer.state.global_step
         if step != self._synced_step:
