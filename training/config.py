@@ -135,6 +135,9 @@ class TrainingConfig(_Section):
     # share of each step's tasks whose group starts from a wrong first attempt made from the model's own
     # (training.injection): a labelled variant; SCoRe trains on natural errors only (0)
     injected_errors: float = Field(0.0, ge=0.0, le=1.0)
+    # what the advantage of a run started from an injected attempt is measured against: "group" (GRPO: the
+    # other runs of its task) or "batch" (the step's other injected runs, whose rewards measure the check alone)
+    injected_baseline: Literal["group", "batch"] = "group"
     # of those injected attempts, the share whose code fails (one bracket dropped) and which answer a number
     # the tool never printed; the rest print a wrong answer
     injected_failed_calls: float = Field(0.0, ge=0.0, le=1.0)
@@ -184,6 +187,9 @@ class TrainingConfig(_Section):
         if self.vllm_kwargs and (self.engine != "vllm" or self.vllm_server):
             raise ValueError("training.vllm_kwargs configure the in-process vLLM engine (training.engine = \"vllm\" "
                              "without vllm_server); a server takes its options on its own command line.")
+        if self.injected_baseline != "group" and not self.injected_errors:
+            raise ValueError("training.injected_baseline sets the baseline of runs started from an injected attempt, "
+                             "and training.injected_errors is 0: set injected_errors too, or drop injected_baseline.")
         if self.injected_failed_calls and not self.injected_errors:
             raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
                              "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")

@@ -18,6 +18,14 @@ supports) — SCoRe's stages and per-attempt credit below, and ΔBelief's per-tu
 - A KL weight of its own for attempt 1 (``first_attempt_beta``): SCoRe holds the first attempt with a
   larger KL weight than the rest, and TRL's KL term has one weight for every token. The difference is
   added to TRL's loss on the tokens up to the first answer, normalized the way the loss type normalizes.
+- A baseline across tasks for runs started from an injected wrong attempt
+  (``injected_baseline="batch"``). Such a run samples only its check, so its reward measures the check
+  alone, and checks of different tasks compare. GRPO's baseline is the run's own group, and whether a
+  check re-reads the question or copies the given code is nearly fixed per task (BENCHMARKS.md round 7),
+  so such groups are all fixed or all missed and carry no advantage. Against the other injected runs of
+  the step (leave-one-out mean, scaled by their standard deviation unless ``scale_rewards="none"``) a
+  group that fixed every run still teaches, and one that fixed none teaches the opposite (RLOO's and
+  REINFORCE++'s baselines, restricted to the runs whose rewards are comparable).
 - Per-attempt credit in Stage II (``credit="per_attempt"``, the default). Each attempt is credited
   with its own reward, as SCoRe's per-attempt rewards do: the tokens up to the first answer get the
   group-normalized advantage of the reward the run would have earned had the first answer been its
@@ -163,9 +171,12 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args: Any, agent_rollout: AgentRollout, stage1_steps: int = 0, share_prefix: bool = True,
                  credit: str = "per_attempt", belief_turns: float = 0.0, first_attempt_beta: float | None = None,
-                 **kwargs: Any) -> None:
+                 injected_baseline: str = "group", **kwargs: Any) -> None:
         if credit not in CREDITS:
             raise ValueError(f"credit must be one of {', '.join(CREDITS)}, not {credit!r}")
+        if injected_baseline not in BASELINES:
+            raise ValueError(f"injected_baseline must be one of {', '.join(BASELINES)}, not {injected_baseline!r}")
+        self.injected_baseline = injected_baseline
         if belief_turns and "belief" not in getattr(agent_rollout, "signals", ()):
             raise ValueError("belief_turns adds each turn's belief credit to its tokens' advantages: build the "
                              "AgentRollout with signals=['belief'].")
@@ -176,6 +187,7 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         self.share_prefix = share_prefix
         self.credit = credit
         self._first_attempt_rewards: torch.Tensor | None = None  # per reward function, all processes' rows
+        self._rewards: torch.Tensor | None = None  # the weighted reward of every row, all processes' rows
         self._logps: torch.Tensor | None = None  # the last log-probs computed (in the loss: the policy's, with grad)
         if first_attempt_beta is not None and self.beta == 0:
             raise ValueError("first_attempt_beta weighs the KL to the reference model on attempt 1, and beta is 0 "
@@ -224,6 +236,8 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
             row["stage"] = stage
         out = super()._generate_and_score_completions(inputs)
         advantages = out["advantages"]
+        if self.injected_baseline == "batch":
+            advantages = out["advantages"] = self._injected_batch_advantages(inputs, advantages)
         width = out["completion_ids"].shape[1]
         first = None  # tokens up to the first answer, read only where something needs them
         if stage == 1 or self.credit == "per_attempt" or self.first_attempt_beta is not None:
@@ -282,6 +296,7 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         """TRL's rewards; with per-attempt credit in Stage II, also the first attempt's own rewards: the
         same functions on rows whose ``last_score`` is the ``first_score``."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rewards = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
         if self.stage == 2 and self.credit == "per_attempt":
             if "first_score" not in inputs[0]:
                 raise KeyError("per-attempt credit needs each row's first_score (AgentRollout returns it); "
@@ -301,8 +316,18 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         start = self.accelerator.process_index * local_rows
         return advantages[start : start + local_rows]
 
+    def _injected_batch_advantages(self, inputs: list[dict[str, Any]], advantages: torch.Tensor) -> torch.Tensor:
+        """``advantages`` with the injected rows' replaced by ``injected_advantages`` over all processes' rows."""
+        flags = torch.tensor([bool(row.get("injected", 0)) for row in inputs], device=advantages.device)
+        injected = self.accelerator.gather(flags)
+        across = injected_advantages(self._rewards.to(advantages.device), injected, self.scale_rewards)
+        start = self.accelerator.process_index * len(inputs)
+        mine = injected[start : start + len(inputs)]
+        return torch.where(mine, across[start : start + len(inputs)].to(advantages), advantages)
+
 
 CREDITS = ("per_attempt", "trajectory")
+BASELINES = ("group", "batch")
 
 
 def _token_rows(inputs: list[dict[str, Any]], key: str, width: int) -> torch.Tensor:
@@ -335,6 +360,22 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     return advantages / (std + 1e-4)
 
 
+def injected_advantages(rewards: torch.Tensor, injected: torch.Tensor, scale: str = "group") -> torch.Tensor:
+    """Each injected row's reward minus the mean of the *other* injected rows' (leave-one-out), divided by
+    the injected rows' standard deviation unless ``scale`` is ``"none"``; 0 for the rest, and for all when
+    fewer than two rows are injected."""
+    advantages = torch.zeros_like(rewards)
+    chosen = rewards[injected]
+    n = chosen.numel()
+    if n < 2:
+        return advantages
+    centred = chosen - (chosen.sum() - chosen) / (n - 1)
+    if scale != "none":
+        centred = centred / (chosen.std() + 1e-4)
+    advantages[injected] = centred
+    return advantages
+
+
 def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:
     """One broken trajectory is data; a step where every one broke (the model server is down, the
     policy ran out of memory) would train on nothing, step after step: stop and say why instead."""
@@ -356,6 +397,7 @@ def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_errors": [t.tool_errors for t in trajectories],
         "num_attempts": [len(t.attempts) for t in trajectories],
         "vacuous_check": [int(bool(is_vacuous_check(t))) for t in trajectories],
+        "injected": [int(t.starts_injected) for t in trajectories],
         **signal_fields(trajectories),
     }
 

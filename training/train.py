@@ -175,6 +175,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset,
         peft_config=peft_config, agent_rollout=rollout, stage1_steps=tr.stage1_steps, share_prefix=tr.share_prefix,
         credit=tr.credit, belief_turns=tr.belief_turns, first_attempt_beta=tr.first_attempt_beta,
+        injected_baseline=tr.injected_baseline,
     )
     recorder = RunRecorder(run_dir, cfg.rewards, heldout=heldout if tr.eval_every else None,
                            eval_every=tr.eval_every)

@@ -163,13 +163,14 @@ def test_one_key_picks_the_rollout_engine_and_vllm_options_need_it(tmp_path):
             load_config(path)
 
 
-def test_injected_failed_calls_without_injected_errors_is_refused(tmp_path):
+@pytest.mark.parametrize("key, value", [("injected_failed_calls", 0.5), ("injected_baseline", "batch")])
+def test_injected_error_options_without_injected_errors_are_refused(tmp_path, key, value):
     path = tmp_path / "c.toml"
-    path.write_text("[training]\ninjected_failed_calls = 0.5\n")
+    path.write_text(f"[training]\n{key} = {value!r}\n")
     with pytest.raises(ConfigError, match="injected_errors is 0"):
         load_config(path)
-    path.write_text("[training]\ninjected_errors = 0.5\ninjected_failed_calls = 0.5\n")
-    assert load_config(path).training.injected_failed_calls == 0.5
+    path.write_text(f"[training]\ninjected_errors = 0.5\n{key} = {value!r}\n")
+    assert getattr(load_config(path).training, key) == value
 
 
 def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):

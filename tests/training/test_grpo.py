@@ -8,7 +8,7 @@ from agent.hf_policy import HFPolicy
 from agent.models import load_model
 from agent.policy import SamplingParams
 from envs import get_env
-from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, group_advantages
+from training.grpo import AgentRollout, SelfCorrectionGRPOTrainer, group_advantages, injected_advantages
 from training.rollout import build_env_agent
 from training.shared_prefix import common_prefix_length, shared_prefix_logps
 from training.trajectory import Attempt, Trajectory, TurnSpan
@@ -44,7 +44,7 @@ def step_setup(tmp_path):
     rollout = Recorder(AgentRollout(lambda model: (policy, agent), env, tasks))
 
     def make(stage1_steps=0, beta=0.0, share_prefix=True, credit="per_attempt", reward=varying_reward,
-             first_attempt_beta=None, loss_type="dapo"):
+             first_attempt_beta=None, loss_type="dapo", injected_baseline="group"):
         args = GRPOConfig(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=4, num_generations=2,
                           loss_type=loss_type, max_steps=1, learning_rate=1e-2, use_cpu=True, bf16=False, report_to=[],
                           activation_checkpointing=False, temperature=1.0, logging_steps=1, save_strategy="no",
@@ -53,7 +53,8 @@ def step_setup(tmp_path):
                                          args=args, train_dataset=env.as_dataset("train", n=2),
                                          agent_rollout=rollout, stage1_steps=stage1_steps,
                                          share_prefix=share_prefix, credit=credit,
-                                         first_attempt_beta=first_attempt_beta)
+                                         first_attempt_beta=first_attempt_beta,
+                                         injected_baseline=injected_baseline)
 
     yield model, rollout, make
     policy.close()
@@ -284,6 +285,45 @@ def test_group_advantages_arithmetic():
     torch.testing.assert_close(group_advantages(rewards, 4), expected, atol=1e-3, rtol=0)
     centered = torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0])
     torch.testing.assert_close(group_advantages(rewards, 4, "none"), centered)
+
+
+def test_injected_advantages_arithmetic():
+    rewards = torch.tensor([2.0, 2.0, 0.0, 0.0, 1.0, 0.0])
+    injected = torch.tensor([True, True, False, False, True, True])
+    # injected rewards [2, 2, 1, 0]: leave-one-out means [1, 1, 4/3, 5/3], standard deviation 0.9574
+    centred = torch.tensor([1.0, 1.0, 0.0, 0.0, -1 / 3, -5 / 3])
+    torch.testing.assert_close(injected_advantages(rewards, injected, "none"), centred)
+    torch.testing.assert_close(injected_advantages(rewards, injected), centred / 0.9574, atol=1e-3, rtol=0)
+    one = torch.tensor([False, False, True, False, False, False])
+    assert torch.equal(injected_advantages(rewards, one), torch.zeros(6))  # nothing to compare against
+
+
+@pytest.mark.parametrize("baseline", ["group", "batch"])
+def test_injected_batch_baseline_lets_all_or_nothing_groups_teach(step_setup, baseline):
+    """Two injected groups, one fixed by both runs and one by neither: GRPO's group baseline gives them
+    no advantage; the batch baseline ranks the fixed group's check above the missed one's."""
+    _, rollout, make = step_setup
+    trainer = make(credit="trajectory", reward=lambda completions, last_score, **_: [float(s) for s in last_score],
+                   injected_baseline=baseline)
+    inner = rollout.inner
+
+    def injected(prompts, trainer):
+        out = inner(prompts, trainer)
+        out["injected"], out["last_score"] = [1, 1, 1, 1], [1.0, 1.0, 0.0, 0.0]
+        return out
+
+    rollout.inner = injected
+    advantages = trainer._generate_and_score_completions(_batch(trainer))["advantages"]
+    if baseline == "group":
+        assert torch.equal(advantages, torch.zeros(4))
+    else:  # rewards [1, 1, 0, 0]: leave-one-out means [1/3, 1/3, 2/3, 2/3], standard deviation 0.5774
+        torch.testing.assert_close(advantages, torch.tensor([1.1547, 1.1547, -1.1547, -1.1547]), atol=1e-3, rtol=0)
+
+
+def test_injected_baseline_is_checked(step_setup):
+    _, _, make = step_setup
+    with pytest.raises(ValueError, match="injected_baseline"):
+        make(injected_baseline="task")
 
 
 def test_per_attempt_credit_ranks_a_right_first_attempt_above_a_wrong_one():
