@@ -126,6 +126,9 @@ class TrainingConfig(_Section):
     # steps on such tiny gradients small (torch's default 1e-8 never does)
     adam_epsilon: float = Field(1e-8, gt=0)
     loss_type: str = "dapo"
+    # TRL's: what divides each advantage, the group's reward standard deviation, the batch's, or nothing
+    # ("none", as Dr. GRPO argues: the division turns a group's tiny reward differences into full-size steps)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
     # Stage II credit: "per_attempt" credits attempt 1 with its own correctness and the verify turns with
     # the whole reward; "trajectory" gives every token one advantage (rewards a wrong first attempt)
     credit: Literal["per_attempt", "trajectory"] = "per_attempt"

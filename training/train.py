@@ -124,6 +124,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         learning_rate=tr.learning_rate,
         beta=tr.beta,
         loss_type=tr.loss_type,
+        scale_rewards=tr.scale_rewards,
         max_grad_norm=tr.max_grad_norm,
         adam_epsilon=tr.adam_epsilon,
         temperature=cfg.agent.temperature,  # TRL recomputes log-probs at this temperature: keep them equal

@@ -95,15 +95,17 @@ def test_verify_temperature_makes_only_the_training_checks_hotter():
     assert (hot["sampling"].temperature, hot["verify_sampling"].temperature) == (0.7, 1.2)
 
 
-def test_adam_epsilon_reaches_the_optimizer(tmp_path):
+def test_adam_epsilon_and_reward_scaling_reach_the_trainer(tmp_path):
     from training.train import build_trainer
 
     config = TrainConfig.model_validate({
         "output_dir": str(tmp_path / "run"), "model": {"name": "tiny-random"},
         "env": {"name": "arithmetic", "kwargs": {"level": 1}, "train_tasks": 4},
-        "training": {"steps": 1, "tasks_per_step": 1, "num_generations": 2, "report_to": [], "adam_epsilon": 1e-5},
+        "training": {"steps": 1, "tasks_per_step": 1, "num_generations": 2, "report_to": [], "adam_epsilon": 1e-5,
+                     "scale_rewards": "none"},
     })
     (tmp_path / "run").mkdir()
     trainer, _ = build_trainer(config, tmp_path / "run")
     trainer.create_optimizer()
     assert {group["eps"] for group in trainer.optimizer.param_groups} == {1e-5}
+    assert trainer.scale_rewards == "none"
