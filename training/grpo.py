@@ -296,7 +296,7 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
         """TRL's rewards; with per-attempt credit in Stage II, also the first attempt's own rewards: the
         same functions on rows whose ``last_score`` is the ``first_score``."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._rewards = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
+        self._rewards = self._weighted(rewards)
         if self.stage == 2 and self.credit == "per_attempt":
             if "first_score" not in inputs[0]:
                 raise KeyError("per-attempt credit needs each row's first_score (AgentRollout returns it); "
@@ -309,21 +309,25 @@ class SelfCorrectionGRPOTrainer(GRPOTrainer):
     def _first_attempt_advantages(self, local_rows: int) -> torch.Tensor:
         """Advantages of the first attempt's own reward, normalized the way TRL normalizes the whole
         reward (over all processes' rows), then this process's slice."""
-        per_func = self._first_attempt_rewards
-        weights = self.reward_weights.to(per_func.device)
-        rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
-        advantages = group_advantages(rewards, self.num_generations, self.scale_rewards)
-        start = self.accelerator.process_index * local_rows
-        return advantages[start : start + local_rows]
+        rewards = self._weighted(self._first_attempt_rewards)
+        return self._local(group_advantages(rewards, self.num_generations, self.scale_rewards), local_rows)
 
     def _injected_batch_advantages(self, inputs: list[dict[str, Any]], advantages: torch.Tensor) -> torch.Tensor:
         """``advantages`` with the injected rows' replaced by ``injected_advantages`` over all processes' rows."""
         flags = torch.tensor([bool(row.get("injected", 0)) for row in inputs], device=advantages.device)
         injected = self.accelerator.gather(flags)
         across = injected_advantages(self._rewards.to(advantages.device), injected, self.scale_rewards)
-        start = self.accelerator.process_index * len(inputs)
-        mine = injected[start : start + len(inputs)]
-        return torch.where(mine, across[start : start + len(inputs)].to(advantages), advantages)
+        return torch.where(self._local(injected, len(inputs)), self._local(across, len(inputs)).to(advantages),
+                           advantages)
+
+    def _weighted(self, per_func: torch.Tensor) -> torch.Tensor:
+        """Each row's reward: the reward functions' values weighted and summed as TRL sums them."""
+        return (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+
+    def _local(self, rows: torch.Tensor, local_rows: int) -> torch.Tensor:
+        """This process's slice of a tensor over all processes' rows."""
+        start = self.accelerator.process_index * local_rows
+        return rows[start : start + local_rows]
 
 
 CREDITS = ("per_attempt", "trajectory")
