@@ -35,6 +35,7 @@ from agent.prompts import (
     with_tool_examples,
 )
 from agent.protocols import ToolCall, get_protocol
+from agent.repeats import REPEAT_REFUSED, attempt_calls, call_key
 from agent.sync import run_sync
 from tools import Tool, ToolResult
 from tools.base import call_tool, safe_text
@@ -81,6 +82,7 @@ def build_agent(
     exemplars: list[Exemplar] | str | None = None,
     tool_timeout_s: float = 60.0,
     code_functions: bool = True,
+    refuse_repeats: bool = False,
 ) -> Any:
     """Compile the agent graph. Invoke it with ``{"question": ...}``; the final state is the trajectory.
 
@@ -95,6 +97,8 @@ def build_agent(
     ``code_functions``: under ``code``, the other tools are also functions the model's code can call
     (``tools.code_functions``), and the system prompt lists them so; ``False`` offers them only as
     ``<tool_call>`` tools.
+    ``refuse_repeats``: in the verify step, a call identical to one the first attempt made (whitespace
+    aside) is not run; its observation says that a repeat checks nothing and asks for another route.
     """
     tools_by_name = {t.name: t for t in tools}
     if protocol == "auto":  # code blocks when Python is among the tools, JSON tool calls otherwise
@@ -187,8 +191,10 @@ def build_agent(
         started = time.perf_counter()
         calls = [ToolCall(**c) for c in state["action"]["tool_calls"]]
         budget = max_tool_calls - state.get("tool_calls", 0)
+        repeats = attempt_calls(state.get("messages", [])) if refuse_repeats and state.get("attempts") else set()
         results = await asyncio.gather(*[
-            _call(tools_by_name, c, tool_timeout_s) if i < budget else _over_budget(max_tool_calls)
+            _refused() if call_key(c.name, c.arguments) in repeats
+            else _call(tools_by_name, c, tool_timeout_s) if i < budget else _over_budget(max_tool_calls)
             for i, c in enumerate(calls)
         ])
         shown = [{"role": "tool", "name": c.name, "arguments": c.arguments, "content": r.content,
@@ -286,6 +292,10 @@ async def _call(tools: dict[str, Tool], call: ToolCall, timeout_s: float) -> Too
         return ToolResult(content=f"Unknown tool '{call.name}'. Available tools: {', '.join(tools)}.",
                           error=True)
     return await call_tool(tool, call.arguments, timeout_s=timeout_s)
+
+
+async def _refused() -> ToolResult:
+    return ToolResult(content=REPEAT_REFUSED, error=True)
 
 
 async def _over_budget(limit: int) -> ToolResult:

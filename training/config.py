@@ -54,6 +54,8 @@ class AgentConfig(_Section):
     verify_with_tools: bool = True
     restate_question: bool = True  # the verify turn quotes the question before asking for the check
     verify_instruction: str = ""  # the verify turn's own words; empty: agent.prompts.VERIFY_WITH_TOOLS (or _WITHOUT_)
+    # in the verify step, a call identical to the first attempt's is not run: its observation asks for another route
+    refuse_repeats: bool = False
     exemplars: str = "rewrite"  # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite" or "stepwise"
     # your own LangGraph graph instead of ours: "module:function", a function(model, tools) returning a compiled
     # graph (training.graph_agent; one attempt per run, the verify options above are ignored)
@@ -82,6 +84,7 @@ class AgentConfig(_Section):
         return {"protocol": self.protocol, "max_turns": self.max_turns, "max_tool_calls": self.max_tool_calls,
                 "self_correct": self.self_correct, "verify_with_tools": self.verify_with_tools,
                 "restate_question": self.restate_question, "exemplars": self.exemplars,
+                "refuse_repeats": self.refuse_repeats,
                 **({"verify_instruction": self.verify_instruction} if self.verify_instruction.strip() else {}),
                 **({"graph": self.graph} if self.graph else {})}
 

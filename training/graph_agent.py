@@ -30,11 +30,12 @@ unchanged:
   ``recursion_limit``. A graph that raises otherwise is a failed run (``run_one`` records it).
 
 Options that only our own graph has are ignored (``IGNORED``): ``self_correct`` (one attempt either way),
-``verify_with_tools``, ``restate_question``, ``verify_instruction``, ``exemplars``, ``max_tool_calls`` and
-``tool_timeout_s`` (your graph runs its tools), ``code_functions``, ``system_hint`` (your graph writes its own
-prompt) and ``checkpointer``. A given first attempt (the injected-errors probe, ``training.injected_errors``) needs our
-verify step and is refused; the command line refuses what needs it (``eval --ablate``/``--probe``,
-``training.injected_errors``, ``training.stage1_steps``, ``env.probes``) before the model loads.
+``verify_with_tools``, ``restate_question``, ``verify_instruction``, ``exemplars``, ``refuse_repeats``,
+``max_tool_calls`` and ``tool_timeout_s`` (your graph runs its tools), ``code_functions``, ``system_hint`` (your graph
+writes its own prompt) and ``checkpointer``. A given first attempt (the injected-errors probe,
+``training.injected_errors``) needs our verify step and is refused; the command line refuses what needs it (``eval
+--ablate``/``--probe``, ``training.injected_errors``, ``training.stage1_steps``, ``env.probes``) before the model
+loads.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from tools.base import Tool, safe_text
 log = logging.getLogger(__name__)
 
 IGNORED = ("self_correct", "verify_with_tools", "restate_question", "verify_instruction", "verify_sampling",
-           "exemplars", "max_tool_calls", "tool_timeout_s", "code_functions", "system_hint", "checkpointer")
+           "exemplars", "refuse_repeats", "max_tool_calls", "tool_timeout_s", "code_functions", "system_hint",
+           "checkpointer")
 REWRITTEN = "history rewritten"  # the run split into several rows: no one row is what the model saw throughout
 INEXACT = "inexact ids"  # the backend did not vouch for the ids or log-probs it returned
 NOT_TRAINED = "; not trained: "  # stop_reason = "answered; not trained: history rewritten"

@@ -20,7 +20,6 @@ the plain rate counts such a check as vacuous whichever the model did (``rereads
 from __future__ import annotations
 
 import ast
-import json
 import math
 import re
 from collections import Counter
@@ -28,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
+from agent.repeats import call_key
 from training.trajectory import Trajectory
 
 
@@ -124,12 +124,7 @@ def normalize_answer(text: str) -> str:
 
 
 def _call_key(message: dict) -> str:
-    """A tool call as compared for repeats: its name and its arguments with all whitespace removed
-    (``print(48+63*7)`` repeats ``print(48 + 63 * 7)``; a reward that penalizes repeats must not be
-    dodged by respacing)."""
-    arguments = {k: "".join(v.split()) if isinstance(v, str) else v
-                 for k, v in (message.get("arguments") or {}).items()}
-    return json.dumps([message.get("name", ""), arguments], sort_keys=True, default=str)
+    return call_key(message.get("name", ""), message.get("arguments"))
 
 
 def verify_calls(traj: Trajectory) -> tuple[list[dict], list[dict]] | None:

@@ -285,3 +285,42 @@ def test_turns_after_the_first_answer_are_sampled_with_verify_sampling(scripted)
     state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?"}))
     assert [a["answer"] for a in state["attempts"]] == ["5", "5"]
     assert used == [0.7, 0.7, 1.2, 1.2]  # the first attempt as usual, the check hotter
+
+
+def test_refuse_repeats_answers_a_repeated_call_in_the_verify_step_without_running_it(scripted):
+    from agent.repeats import REPEAT_REFUSED
+
+    respaced = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'.replace(": ", ":")
+    other = '<tool_call>{"name": "add", "arguments": {"a": 3, "b": 2}}</tool_call>'
+    _, agent = make(scripted, [CALL, "Final answer: 5", respaced, other, "Final answer: 5"], refuse_repeats=True)
+    state = run(agent)
+    tools = [m for m in state["messages"] if m["role"] == "tool"]
+    assert [(m["content"], m["error"]) for m in tools] == [("5", False), (REPEAT_REFUSED, True), ("5", False)]
+    assert state["tool_errors"] == 1 and state["stop_reason"] == "verified"
+    # off by default: the same script runs the repeat
+    _, plain = make(scripted, [CALL, "Final answer: 5", respaced, other, "Final answer: 5"])
+    assert [m["content"] for m in run(plain)["messages"] if m["role"] == "tool"] == ["5", "5", "5"]
+
+
+def test_refuse_repeats_compares_with_a_given_first_attempt_and_ignores_whitespace_in_code(scripted):
+    from agent.repeats import REPEAT_REFUSED
+    from tools import get_tool
+
+    policy = scripted(["```python\nprint(2+4)\n```", "```python\nprint(2 + 3)\n```", "Final answer: 5"])
+    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars=[], refuse_repeats=True)
+    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
+    state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+    outputs = [m["content"].strip() for m in state["messages"] if m["role"] == "tool"]
+    assert outputs == ["6", REPEAT_REFUSED, "5"]
+    assert [a["answer"] for a in state["attempts"]] == ["6", "5"]
+
+
+def test_attempt_calls_are_those_of_the_current_question_only():
+    from agent.repeats import attempt_calls, call_key
+
+    tool = {"role": "tool", "name": "python", "arguments": {"code": "print(1)"}}
+    later = {"role": "tool", "name": "python", "arguments": {"code": "print(2)"}}
+    earlier_question = [{"role": "user", "content": "q1"}, tool, {"role": "verify", "content": "v"}]
+    assert attempt_calls([{"role": "user", "content": "q"}, tool]) == set()  # no verify step yet
+    messages = earlier_question + [{"role": "user", "content": "q2"}, later, {"role": "verify", "content": "v"}]
+    assert attempt_calls(messages) == {call_key("python", {"code": "print(2)"})}

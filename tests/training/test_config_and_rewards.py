@@ -179,3 +179,11 @@ def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):
     assert load_config(path).agent.build_options()["verify_instruction"] == "Check it. A tool error is not a result."
     path.write_text("[agent]\nmax_turns = 4\n")
     assert "verify_instruction" not in load_config(path).agent.build_options()
+
+
+def test_refuse_repeats_reaches_the_agent(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[agent]\nrefuse_repeats = true\n")
+    assert load_config(path).agent.build_options()["refuse_repeats"] is True
+    path.write_text("[agent]\nmax_turns = 4\n")
+    assert load_config(path).agent.build_options()["refuse_repeats"] is False
