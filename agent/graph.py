@@ -51,7 +51,8 @@ class AgentState(TypedDict, total=False):
     logprobs: Annotated[list[float], operator.add]
     messages: Annotated[list[dict], operator.add]  # readable transcript
     turn_spans: Annotated[list[dict], operator.add]  # {start, end, attempt} of each model turn in completion_ids
-    first_attempt: dict  # input only: a given first attempt {"calls": [{tool, arguments}], "answer"} to verify
+    # input only: a given first attempt {"calls": [{tool, arguments}], "answer", "replayed"?} to verify
+    first_attempt: dict
     attempts: list[dict]  # overwritten, so each new question in a conversation starts afresh
     action: dict
     turns: int
@@ -163,7 +164,8 @@ def build_agent(
         final = f"Final answer: {given['answer']}"
         turns.append({"role": "assistant", "content": final})
         shown.append({"role": "assistant", "content": final, "injected": True})
-        attempt = {"answer": given["answer"], "turn": -1, "tool_calls_before": len(given["calls"]), "injected": True}
+        attempt = {"answer": given["answer"], "turn": -1, "tool_calls_before": len(given["calls"]), "injected": True,
+                   "replayed": bool(given.get("replayed"))}
         return turns, shown, attempt
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict:

@@ -147,6 +147,12 @@ class TrainingConfig(_Section):
     # of those injected attempts, the share whose code fails (one bracket dropped) and which answer a number
     # the tool never printed; the rest print a wrong answer
     injected_failed_calls: float = Field(0.0, ge=0.0, le=1.0)
+    # dynamic sampling for injected groups: a group whose every run missed the injected error is run again from a
+    # new wrong attempt, up to this many times, and replaced by the first draw that fixed it at least once
+    injected_redraws: int = Field(0, ge=0)
+    # an injected group starts from the model's own sampled first attempt as it is when that attempt is wrong (its
+    # real error, which the whole group then checks); only right attempts are changed
+    replay_own_errors: bool = False
     # temperature of the turns after the first answer in training rollouts (unset: agent.temperature): hotter
     # explores checks the policy rarely writes; the loss still scores them at agent.temperature (no correction)
     verify_temperature: float | None = Field(None, gt=0.0)
@@ -196,6 +202,12 @@ class TrainingConfig(_Section):
         if self.injected_baseline != "group" and not self.injected_errors:
             raise ValueError("training.injected_baseline sets the baseline of runs started from an injected attempt, "
                              "and training.injected_errors is 0: set injected_errors too, or drop injected_baseline.")
+        if self.replay_own_errors and not self.injected_errors:
+            raise ValueError("training.replay_own_errors chooses how injected groups start, and "
+                             "training.injected_errors is 0: set injected_errors too, or drop replay_own_errors.")
+        if self.injected_redraws and not self.injected_errors:
+            raise ValueError("training.injected_redraws redraws groups started from an injected attempt, and "
+                             "training.injected_errors is 0: set injected_errors too, or drop injected_redraws.")
         if self.injected_failed_calls and not self.injected_errors:
             raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
                              "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")

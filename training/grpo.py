@@ -82,12 +82,15 @@ class AgentRollout:
     """
 
     def __init__(self, build: Callable[[Any], tuple[Any, Any]], env: Env, tasks: list[Task], *,
-                 injector: Callable[[Any], Any] | None = None, signals: Sequence[str] = ()) -> None:
+                 injector: Callable[[Any], Any] | None = None, signals: Sequence[str] = (),
+                 injected_redraws: int = 0) -> None:
         self.build = build
         self.signals = check_signals(signals)  # label-free signals computed on each batch (training.labelfree)
         self.group_size: int | None = None  # the trainer's num_generations, read on each call
         self.make_injector = injector  # policy → training.injection.ErrorInjector (injected_errors > 0)
         self.injector: Any = None
+        self.injected_redraws = injected_redraws  # see ``_redraw_missed``
+        self.redrawn: list[Trajectory] = []  # the last batch's runs replaced by a redraw (kept, not trained on)
         self.env = env
         self.by_prompt = {t.question: t for t in tasks}
         self.policy: Any = None
@@ -125,11 +128,43 @@ class AgentRollout:
     async def _collect(self, tasks: list[Task]) -> list[Trajectory]:
         given = await self.injector.first_attempts(tasks) if self.injector is not None else None
         trajectories = await rollout(self.agent, self.env, tasks, first_attempts=given)
+        self.redrawn = await self._redraw_missed(tasks, trajectories) if given else []
         if self.signals:  # after the batch, so the judge's calls are batched too, before the rewards read them
             costs = (await annotate(trajectories, self.env, self.signals, policy=self.policy,
                                     group_size=self.group_size)).costs
             log.info("label-free signals: %s", {k: c.model_dump() for k, c in costs.items()})
         return trajectories
+
+    async def _redraw_missed(self, tasks: list[Task], trajectories: list[Trajectory]) -> list[Trajectory]:
+        """Dynamic sampling (DAPO's, for injected groups): a group started from an injected attempt whose
+        every run missed it is run again from a new wrong attempt (another change of a fresh attempt of
+        the model's own), up to ``injected_redraws`` times, and replaced in place (in ``trajectories``) by
+        the first draw that fixed it at least once. A check that fixes 1 run in 8 leaves most groups of 4
+        with nothing to learn from, and a run whose first steps sample no fix never learns the check.
+        Returns the runs replaced (the run keeps them; they are not trained on)."""
+        replaced: list[Trajectory] = []
+        for _ in range(self.injected_redraws):
+            missed: dict[str, list[int]] = {}
+            for i, t in enumerate(trajectories):
+                if t.starts_injected:
+                    missed.setdefault(t.task_id, []).append(i)
+            missed = {k: rows for k, rows in missed.items() if not any(trajectories[i].last_right for i in rows)}
+            if not missed:
+                break
+            given = await self.injector.first_attempts([tasks[rows[0]] for rows in missed.values()], share=1.0)
+            rows = [i for task_id in given for i in missed[task_id]]
+            redrawn = await rollout(self.agent, self.env, [tasks[i] for i in rows], first_attempts=given)
+            for task_id in given:
+                new = [t for i, t in zip(rows, redrawn, strict=True) if t.task_id == task_id]
+                if any(t.last_right for t in new):
+                    replaced += [trajectories[i] for i in missed[task_id]]
+                    for i, t in zip(missed[task_id], new, strict=True):
+                        trajectories[i] = t
+                else:
+                    replaced += new
+        if replaced:
+            log.info("injected groups redrawn: %d runs set aside", len(replaced))
+        return replaced
 
     def ready(self, trainer: Any) -> Any:
         """The policy, built on first use from the model ``trainer`` trains."""

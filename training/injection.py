@@ -21,6 +21,9 @@ Two kinds of wrong attempt (``INJECTIONS``):
 step's tasks, the model first attempts the task once on its own; the group then starts from a
 changed version of that attempt, so the verify turn is trained on errors that look like the model's
 own. This is a labelled variant of SCoRe's recipe, which trains on the model's natural errors only.
+With ``replay_own`` (``training.replay_own_errors``), an own attempt that is already wrong is given
+as it is (``own_attempt``): the group's checks all face one error the model really made, the
+distribution SCoRe trains on, and compare with each other on it; only right attempts are changed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ def first_attempt_code(traj: Trajectory) -> str | None:
             if isinstance(code, str) and code.strip():
                 return code
     return None
+
+
+def own_attempt(traj: Trajectory) -> dict[str, Any] | None:
+    """A run's own first attempt as a given one (its calls, re-run when given, and its answer), marked
+    ``replayed``; ``None`` when the run gave no answer."""
+    if not traj.attempts:
+        return None
+    calls = []
+    for message in traj.messages:
+        if message.get("role") == "verify":
+            break
+        if message.get("role") == "tool" and not message.get("injected"):
+            calls.append({"tool": message.get("name"), "arguments": message.get("arguments") or {}})
+    return {"calls": calls, "answer": traj.attempts[0].answer, "replayed": True}
 
 
 def mutations(code: str) -> list[str]:
@@ -153,9 +170,11 @@ class ErrorInjector:
     """Wrong first attempts for a share of a training step's tasks (see the module docstring).
 
     ``first_agent`` is the agent without its verify step, sampling as in training. ``failed_calls`` is
-    the share of the injected attempts that are ``failed-call`` ones; the rest are ``wrong-output``."""
+    the share of the injected attempts that are ``failed-call`` ones; the rest are ``wrong-output``.
+    ``replay_own`` gives an own attempt that is already wrong as it is (see the module docstring)."""
 
-    def __init__(self, first_agent: Any, env: Env, share: float, seed: int = 0, failed_calls: float = 0.0) -> None:
+    def __init__(self, first_agent: Any, env: Env, share: float, seed: int = 0, failed_calls: float = 0.0,
+                 replay_own: bool = False) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"training.injected_errors is a share of the tasks, in [0, 1]; got {share}.")
         if not 0.0 <= failed_calls <= 1.0:
@@ -165,17 +184,21 @@ class ErrorInjector:
         self.env = env
         self.share = share
         self.failed_calls = failed_calls
+        self.replay_own = replay_own
         self.rng = random.Random(seed)
         self.python = python_tool_of(env, "training.injected_errors") if share else None
 
-    async def first_attempts(self, tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
-        """task id → a wrong first attempt, for about ``share`` of the distinct tasks (those the change
-        works for; the others run as usual)."""
+    async def first_attempts(self, tasks: Sequence[Task], share: float | None = None) -> dict[str, dict[str, Any]]:
+        """task id → a wrong first attempt, for about ``share`` (default: the injector's) of the distinct
+        tasks (those the change works for; the others run as usual)."""
         distinct = list({t.id: t for t in tasks}.values())
-        chosen = self.rng.sample(distinct, round(self.share * len(distinct)))
+        chosen = self.rng.sample(distinct, round((self.share if share is None else share) * len(distinct)))
         own = await asyncio.gather(*[run_one(self.first_agent, self.env, t) for t in chosen])
         given = {}
         for task, traj in zip(chosen, own, strict=True):
+            if self.replay_own and traj.attempts and not traj.attempts[0].right:
+                given[task.id] = own_attempt(traj)
+                continue
             code = first_attempt_code(traj)
             failed = self.failed_calls > 0 and self.rng.random() < self.failed_calls
             kind = "failed-call" if failed else "wrong-output"

@@ -3,7 +3,8 @@
 ``RunRecorder`` is a ``TrainerCallback`` that also listens to the rollout (``AgentRollout.listeners``):
 
 - each rollout's trajectories go to ``trajectories/step_NNNNN.jsonl`` as soon as they exist, before
-  anything can stop the step (a step whose every run failed is kept for inspection);
+  anything can stop the step (a step whose every run failed is kept for inspection); injected groups
+  set aside by a redraw (``training.injected_redraws``) go to ``trajectories/redrawn/step_NNNNN.jsonl``;
 - at the end of each step, one line of ``train_log.jsonl`` (reward, per-attempt accuracies, check
   quality, answer diversity and the label-free signals' means, throughput, SCoRe stage), and the same
   numbers under ``selfcorrect/`` in the trainer's logs (TensorBoard, W&B), through the public ``on_log`` hook;
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 LOGGED = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "no_signal_fraction", "tool_use_rate",
           "vacuous_check_rate", "vacuous_separable_rate", "confirmatory_rate", "tokens_per_s", "rollout_s",
-          "injected_fix_rate", "answer_diversity", *(f"signal_{name}" for name in SIGNALS))
+          "injected_fix_rate", "replayed_fix_rate", "answer_diversity", *(f"signal_{name}" for name in SIGNALS))
 HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_rate", "vacuous_separable_rate",
            "confirmatory_rate")
 
@@ -40,8 +41,9 @@ HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_ra
 def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: float, stage: int = 2
                ) -> dict[str, float]:
     """The numbers one training rollout is summarized by; runs started from an injected wrong attempt
-    count only towards ``injected_fix_rate``."""
-    injected = [t for t in trajectories if t.starts_injected]
+    count only towards ``injected_fix_rate`` (``replayed_fix_rate`` for the model's own, replayed)."""
+    injected = [t for t in trajectories if t.starts_injected and not t.attempts[0].replayed]
+    replayed = [t for t in trajectories if t.starts_injected and t.attempts[0].replayed]
     m = compute_metrics([t for t in trajectories if not t.starts_injected])
     fields = reward_fields(trajectories) | {"stage": [stage] * len(trajectories)}
     totals = total_rewards(rewards, fields)
@@ -56,6 +58,8 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
         "rollout_s": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
         "injected_runs": len(injected),
         "injected_fix_rate": sum(t.last_right for t in injected) / len(injected) if injected else 0.0,
+        **({"replayed_runs": len(replayed), "replayed_fix_rate": sum(t.last_right for t in replayed) / len(replayed)}
+           if replayed else {}),
         "answer_diversity": mean_answer_diversity(trajectories),
         **{f"signal_{name}": sum(values) / len(values) for name, values in signal_fields(trajectories).items()
            if name in SIGNALS},
@@ -87,6 +91,7 @@ class RunRecorder(TrainerCallback):
         self.heldout = heldout
         self.eval_every = eval_every
         self.trainer: Any = None
+        self.rollout: Any = None
         self.pending: dict[str, Any] = {}
         self.last_stats: dict[str, Any] = {}
 
@@ -94,6 +99,7 @@ class RunRecorder(TrainerCallback):
         """Listen to ``rollout``'s batches and log through ``trainer`` (first among its callbacks, so
         that the loggers after it see what ``on_log`` adds)."""
         self.trainer = trainer
+        self.rollout = rollout
         rollout.listeners.append(self.on_batch)
         trainer.callback_handler.callbacks.insert(0, self)
 
@@ -103,9 +109,13 @@ class RunRecorder(TrainerCallback):
 
     def on_batch(self, trajectories: list[Trajectory], seconds: float) -> None:
         step, stage = self.trainer.state.global_step, getattr(self.trainer, "stage", 2)
+        redrawn = list(getattr(self.rollout, "redrawn", None) or [])
         if self._main:  # first: a row that cannot be saved is written as a failed run, and the step goes on
             save_jsonl(trajectories, self.run_dir / "trajectories" / f"step_{step:05d}.jsonl")
-        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage), "stage": stage}
+            if redrawn:
+                save_jsonl(redrawn, self.run_dir / "trajectories" / "redrawn" / f"step_{step:05d}.jsonl")
+        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage), "stage": stage,
+                        **({"injected_redrawn_runs": len(redrawn)} if redrawn else {})}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.heldout is not None and self.eval_every and state.global_step == 0:

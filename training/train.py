@@ -156,10 +156,11 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
 
     def injector(policy: Any) -> Any:
         first_agent = build_env_agent(policy, env, **sampling, **agent_options | {"self_correct": False})
-        return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls)
+        return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls,
+                             replay_own=tr.replay_own_errors)
 
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,
-                           signals=cfg.signals())
+                           signals=cfg.signals(), injected_redraws=tr.injected_redraws)
     curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
 
     greedy_agent: list[Any] = []  # built once, on the first curve point, for the policy the rollout uses

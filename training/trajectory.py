@@ -29,6 +29,7 @@ class Attempt(BaseModel):
     tool_calls_before: int = 0
     score: float | None = None
     injected: bool = False  # written by the environment (the injected-error probe), not by the model
+    replayed: bool = False  # ... and that is a wrong attempt the model sampled itself (training.replay_own_errors)
 
     @property
     def right(self) -> bool:

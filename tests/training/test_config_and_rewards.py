@@ -163,7 +163,8 @@ def test_one_key_picks_the_rollout_engine_and_vllm_options_need_it(tmp_path):
             load_config(path)
 
 
-@pytest.mark.parametrize("key, value", [("injected_failed_calls", 0.5), ("injected_baseline", "batch")])
+@pytest.mark.parametrize("key, value", [("injected_failed_calls", 0.5), ("injected_baseline", "batch"),
+                                        ("injected_redraws", 2)])
 def test_injected_error_options_without_injected_errors_are_refused(tmp_path, key, value):
     path = tmp_path / "c.toml"
     path.write_text(f"[training]\n{key} = {value!r}\n")
@@ -171,6 +172,15 @@ def test_injected_error_options_without_injected_errors_are_refused(tmp_path, ke
         load_config(path)
     path.write_text(f"[training]\ninjected_errors = 0.5\n{key} = {value!r}\n")
     assert getattr(load_config(path).training, key) == value
+
+
+def test_replaying_own_errors_needs_injected_groups(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nreplay_own_errors = true\n")
+    with pytest.raises(ConfigError, match="replay_own_errors chooses how injected groups start"):
+        load_config(path)
+    path.write_text("[training]\ninjected_errors = 0.5\nreplay_own_errors = true\n")
+    assert load_config(path).training.replay_own_errors
 
 
 def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):

@@ -379,3 +379,41 @@ def test_injected_error_groups_train_on_the_verify_turn_alone(tmp_path, scripted
     decoded = [tokenizer.decode(p) for p in out["prompt_ids"]]
     assert all("Final answer:" in d and d.rstrip().endswith("assistant") for d in decoded)
     assert torch.isfinite(torch.tensor(float(trainer.state.log_history[0]["loss"])))
+
+
+@pytest.mark.parametrize("redraws", [0, 1])
+def test_an_injected_group_that_missed_every_run_is_redrawn(scripted, redraws):
+    """Dynamic sampling for injected groups: the first draw's checks re-run the given wrong code (all
+    missed); a redraw starts from a new wrong attempt, its checks fix it, and it replaces the group. The
+    runs set aside are kept, not trained on."""
+    import asyncio
+
+    from agent.prompts import VERIFY_WITH_TOOLS
+    from tests.training.test_probe import checker
+    from training.injection import ErrorInjector
+
+    env = get_env("arithmetic", level=1)
+    task = env.tasks("train", n=1)[0]
+    fixing = checker(scripted.tokenizer, rerun_own_code=False)
+    copying = checker(scripted.tokenizer, rerun_own_code=True)
+    verify_calls = []
+
+    def reply(prompt_ids):
+        verifying = VERIFY_WITH_TOOLS[:20] in scripted.tokenizer.decode(prompt_ids).rsplit("<|im_start|>user\n", 1)[-1]
+        if verifying:
+            verify_calls.append(1)
+        return (copying if verifying and len(verify_calls) <= 2 else fixing)(prompt_ids)
+
+    policy = scripted(reply)
+    agent = build_env_agent(policy, env, max_turns=4, exemplars=[])
+    first_agent = build_env_agent(policy, env, max_turns=4, exemplars=[], self_correct=False)
+    rollout = AgentRollout(lambda m: (policy, agent), env, [task], injected_redraws=redraws)
+    rollout.policy, rollout.agent = policy, agent
+    rollout.injector = ErrorInjector(first_agent, env, share=1.0)
+    runs = asyncio.run(rollout._collect([task, task]))
+    assert len(runs) == 2 and all(t.starts_injected for t in runs)
+    if redraws:
+        assert all(t.last_right for t in runs) and [t.group for t in runs] == [0, 1]
+        assert len(rollout.redrawn) == 2 and not any(t.last_right for t in rollout.redrawn)
+    else:
+        assert not any(t.last_right for t in runs) and rollout.redrawn == []

@@ -245,3 +245,40 @@ def test_a_probe_is_added_to_a_saved_evaluation_without_running_its_baseline_aga
     assert len(policy.prompts) - before == 3 * 2  # the verify turns alone (a call, an answer), no baseline runs
     with pytest.raises(ValueError, match="already has the failed-calls probe"):
         add_probes(report, policy, [env], ["failed-calls"], exemplars=[], max_turns=4)
+
+
+def test_replaying_own_errors_gives_a_wrong_own_attempt_as_it_is_and_changes_only_right_ones(scripted):
+    """With replay_own, a first attempt the model got wrong is given unchanged (its code, its answer,
+    marked replayed) and re-run for real in the verify run; a right one is still changed."""
+    from training.rollout import build_env_agent, run_one
+
+    env = get_env("arithmetic", level=1)
+    tasks = env.tasks("train", n=4)
+    wrong_ids = {t.id for t in tasks[:2]}
+    right = checker(scripted.tokenizer, rerun_own_code=False)
+
+    def reply(prompt_ids):  # first attempts of the first two tasks miscopied (+ 1); checks re-read the question
+        text = scripted.tokenizer.decode(prompt_ids)
+        question = re.findall(r"What is (.*?)\?", text)[-1]
+        miscopy = any(t.question.removeprefix("What is ").rstrip("?") == question for t in tasks[:2])
+        last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
+        if miscopy and "<tool_response>" not in last_user and VERIFY_WITH_TOOLS[:20] not in last_user:
+            return f"```python\nprint({question} + 1)\n```"
+        return right(prompt_ids)
+
+    policy = scripted(reply)
+    first_agent = build_env_agent(policy, env, max_turns=4, exemplars=[], self_correct=False)
+    given = asyncio.run(ErrorInjector(first_agent, env, share=1.0, replay_own=True).first_attempts(tasks))
+    assert set(given) == {t.id for t in tasks}
+    for task in tasks:
+        attempt, question = given[task.id], task.question.removeprefix("What is ").rstrip("?")
+        assert env.score(task, attempt["answer"]) == 0.0
+        if task.id in wrong_ids:
+            assert attempt["replayed"] and [c["tool"] for c in attempt["calls"]] == ["python"]
+            assert attempt["calls"][0]["arguments"]["code"].strip() == f"print({question} + 1)"
+        else:
+            assert "replayed" not in attempt and attempt["calls"][0]["arguments"]["code"].strip() in mutations(
+                f"print({question})")
+    agent = build_env_agent(policy, env, max_turns=4, exemplars=[])
+    run = asyncio.run(run_one(agent, env, tasks[0], first_attempt=given[tasks[0].id]))
+    assert run.attempts[0].injected and run.attempts[0].replayed and run.last_right
