@@ -150,8 +150,8 @@ class TrainingConfig(_Section):
     # dynamic sampling for injected groups: a group whose every run missed the injected error is run again from a
     # new wrong attempt, up to this many times, and replaced by the first draw that fixed it at least once
     injected_redraws: int = Field(0, ge=0)
-    # an injected group starts from the model's own sampled first attempt as it is when that attempt is wrong (its
-    # real error, which the whole group then checks); only right attempts are changed
+    # an injected group starts from the model's own first attempt, decoded greedily as in evaluation, as it is when
+    # that attempt is wrong (its real error, which the whole group then checks); only right attempts are changed
     replay_own_errors: bool = False
     # temperature of the turns after the first answer in training rollouts (unset: agent.temperature): hotter
     # explores checks the policy rarely writes; the loss still scores them at agent.temperature (no correction)

@@ -155,7 +155,10 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
         return policy, build_env_agent(policy, env, **sampling, **agent_options)
 
     def injector(policy: Any) -> Any:
-        first_agent = build_env_agent(policy, env, **sampling, **agent_options | {"self_correct": False})
+        # replayed errors are the model's greedy ones, the first attempts evaluation sees
+        first = {"sampling": SamplingParams(temperature=0.0, max_new_tokens=cfg.agent.max_new_tokens)} \
+            if tr.replay_own_errors else {"sampling": sampling["sampling"]}
+        first_agent = build_env_agent(policy, env, **first, **agent_options | {"self_correct": False})
         return ErrorInjector(first_agent, env, tr.injected_errors, seed=tr.seed, failed_calls=tr.injected_failed_calls,
                              replay_own=tr.replay_own_errors)
 
