@@ -1,0 +1,117 @@
+"""Can sampling find a fix at all? The verify step sampled K times on the model's own wrong first attempts
+(greedy, as evaluation decodes them) and on injected ones (one change of its own code, as the probe makes
+them), at each verify temperature. RL can only reinforce a fix the policy samples: a fix rate of 0 on the
+model's own errors means training on them has nothing to learn from, whatever the reward.
+
+    .venv/bin/python bench/bench_check_exploration.py --config configs/long-expressions.toml --tasks 32 \
+        --samples 4 --temperature 0.3 --temperature 1.0 [--model PATH]
+
+Writes the table to BENCHMARKS.md (section "## Check exploration: own errors and injected ones").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+from pathlib import Path
+
+from _common import command_line, load1, machine, utc_now, write_section
+
+HEADING = "## Check exploration: own errors and injected ones"
+
+
+async def given_attempts(policy, env, tasks, options, max_new_tokens, seed):
+    """(own, injected): task id → the model's own wrong greedy first attempt, and → a one-change variant
+    of its own first-attempt code (every task whose code allows one)."""
+    from agent.policy import SamplingParams
+    from training.injection import first_attempt_code, injected_attempt, own_attempt, python_tool_of
+    from training.rollout import build_env_agent, rollout
+
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    first_agent = build_env_agent(policy, env, sampling=greedy, **options | {"self_correct": False})
+    firsts = await rollout(first_agent, env, tasks)
+    python, rng = python_tool_of(env, "this benchmark"), random.Random(seed)
+    own, injected = {}, {}
+    for task, traj in zip(tasks, firsts, strict=True):
+        if traj.attempts and not traj.attempts[0].right:
+            own[task.id] = own_attempt(traj)
+        code = first_attempt_code(traj)
+        if code and (made := await injected_attempt("wrong-output", code, task, env, python, rng)):
+            injected[task.id] = made
+    return own, injected
+
+
+async def sampled_checks(policy, env, tasks, given, options, temperature, samples, max_new_tokens):
+    """Every task in ``given`` run ``samples`` times from its given attempt, the verify step sampled at
+    ``temperature``: (runs fixed, runs, tasks fixed at least once, tasks, vacuous checks)."""
+    from agent.policy import SamplingParams
+    from training.metrics import is_vacuous_check
+    from training.rollout import build_env_agent, rollout
+
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    agent = build_env_agent(policy, env, sampling=params, verify_sampling=params, **options)
+    chosen = [t for t in tasks if t.id in given]
+    runs = await rollout(agent, env, chosen, num_generations=samples, first_attempts=given)
+    fixed_tasks = {r.task_id for r in runs if r.last_right}
+    return (sum(r.last_right for r in runs), len(runs), len(fixed_tasks), len(chosen),
+            sum(bool(is_vacuous_check(r)) for r in runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/long-expressions.toml"))
+    parser.add_argument("--model", help="a model instead of the config's model.name (e.g. a run's final/)")
+    parser.add_argument("--tasks", type=int, default=32, help="training-split tasks to draw first attempts on")
+    parser.add_argument("--samples", type=int, default=4, help="sampled checks per given attempt")
+    parser.add_argument("--temperature", type=float, action="append", help="verify temperature (repeatable)")
+    parser.add_argument("--no-write", action="store_true", help="print the table without writing BENCHMARKS.md")
+    args = parser.parse_args()
+    temperatures = args.temperature or [0.3, 1.0]
+
+    from agent.hf_policy import HFPolicy
+    from training.config import load_config
+    from training.metrics import wilson
+
+    config = load_config(args.config)
+    env = config.env.build()
+    tasks = env.tasks("train", n=args.tasks, seed=config.env.seed)
+    options = config.agent.build_options()
+    model = args.model or config.model.name
+    load, started = load1(), time.perf_counter()
+    policy = HFPolicy.from_pretrained(model)
+    try:
+        own, injected = asyncio.run(given_attempts(policy, env, tasks, options, config.agent.max_new_tokens, 0))
+        rows = []
+        for temperature in temperatures:
+            for kind, given in (("own (greedy) errors", own), ("injected errors", injected)):
+                fixed, runs, tasks_fixed, n_tasks, vacuous = asyncio.run(sampled_checks(
+                    policy, env, tasks, given, options, temperature, args.samples, config.agent.max_new_tokens))
+                rate = wilson(fixed, runs)
+                rows.append(f"| {temperature} | {kind} | {n_tasks} | {runs} | {fixed} "
+                            f"({100 * rate.value:.1f}% [{100 * rate.low:.1f}, {100 * rate.high:.1f}]) | "
+                            f"{tasks_fixed}/{n_tasks} | {100 * vacuous / runs if runs else 0:.0f}% |")
+                print(rows[-1], flush=True)
+    finally:
+        policy.close()
+    section = "\n".join([
+        HEADING, "",
+        f"Command: `{command_line('bench_check_exploration.py')}`  ",
+        f"Date: {utc_now()}  ",
+        f"Machine: {machine()}  ",
+        f"Model: `{model}`; env `{config.env.name}` {config.env.kwargs}, {args.tasks} training-split tasks; first "
+        f"attempts greedy; {args.samples} sampled checks per given attempt; wall time "
+        f"{(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start).", "",
+        "| verify temperature | first attempt given | tasks | checks sampled | checks that fixed it [95% CI] | "
+        "tasks fixed at least once | vacuous checks |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+        *rows, "",
+    ])
+    print(section)
+    if not args.no_write:
+        write_section(HEADING, section)
+
+
+if __name__ == "__main__":
+    main()
