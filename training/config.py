@@ -199,19 +199,20 @@ class TrainingConfig(_Section):
         if self.vllm_kwargs and (self.engine != "vllm" or self.vllm_server):
             raise ValueError("training.vllm_kwargs configure the in-process vLLM engine (training.engine = \"vllm\" "
                              "without vllm_server); a server takes its options on its own command line.")
-        if self.injected_baseline != "group" and not self.injected_errors:
-            raise ValueError("training.injected_baseline sets the baseline of runs started from an injected attempt, "
-                             "and training.injected_errors is 0: set injected_errors too, or drop injected_baseline.")
-        if self.replay_own_errors and not self.injected_errors:
-            raise ValueError("training.replay_own_errors chooses how injected groups start, and "
-                             "training.injected_errors is 0: set injected_errors too, or drop replay_own_errors.")
-        if self.injected_redraws and not self.injected_errors:
-            raise ValueError("training.injected_redraws redraws groups started from an injected attempt, and "
-                             "training.injected_errors is 0: set injected_errors too, or drop injected_redraws.")
-        if self.injected_failed_calls and not self.injected_errors:
-            raise ValueError("training.injected_failed_calls is a share of the injected attempts, and "
-                             "training.injected_errors is 0: set injected_errors too, or drop injected_failed_calls.")
+        for key, what in NEEDS_INJECTED_ERRORS.items():
+            if getattr(self, key) != type(self).model_fields[key].default and not self.injected_errors:
+                raise ValueError(f"training.{key} {what}, and training.injected_errors is 0: set injected_errors "
+                                 f"too, or drop {key}.")
         return self
+
+
+# options of the injected groups (training.injected_errors > 0), and what each does
+NEEDS_INJECTED_ERRORS = {
+    "injected_baseline": "sets the baseline of runs started from an injected attempt",
+    "replay_own_errors": "chooses how injected groups start",
+    "injected_redraws": "redraws groups started from an injected attempt",
+    "injected_failed_calls": "is a share of the injected attempts",
+}
 
 
 class TrainConfig(_Section):

@@ -65,7 +65,7 @@ from training.labelfree import annotate
 from training.metrics import is_vacuous_check
 from training.rollout import rollout
 from training.shared_prefix import shared_prefix_logps
-from training.signals import FIRST, SIGNALS, check_signals
+from training.signals import FIRST, SIGNALS, check_signals, groups_of
 from training.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,8 @@ class AgentRollout:
         Returns the runs replaced (the run keeps them; they are not trained on)."""
         replaced: list[Trajectory] = []
         for _ in range(self.injected_redraws):
-            missed: dict[str, list[int]] = {}
-            for i, t in enumerate(trajectories):
-                if t.starts_injected:
-                    missed.setdefault(t.task_id, []).append(i)
-            missed = {k: rows for k, rows in missed.items() if not any(trajectories[i].last_right for i in rows)}
+            missed = {trajectories[g[0]].task_id: g for g in groups_of(trajectories)
+                      if trajectories[g[0]].starts_injected and not any(trajectories[i].last_right for i in g)}
             if not missed:
                 break
             given = await self.injector.first_attempts([tasks[rows[0]] for rows in missed.values()], share=1.0)

@@ -163,24 +163,19 @@ def test_one_key_picks_the_rollout_engine_and_vllm_options_need_it(tmp_path):
             load_config(path)
 
 
-@pytest.mark.parametrize("key, value", [("injected_failed_calls", 0.5), ("injected_baseline", "batch"),
-                                        ("injected_redraws", 2)])
-def test_injected_error_options_without_injected_errors_are_refused(tmp_path, key, value):
+@pytest.mark.parametrize("key, toml, value, says", [
+    ("injected_failed_calls", "0.5", 0.5, "is a share of the injected attempts"),
+    ("injected_baseline", '"batch"', "batch", "sets the baseline"),
+    ("injected_redraws", "2", 2, "redraws groups started from an injected attempt"),
+    ("replay_own_errors", "true", True, "chooses how injected groups start"),
+])
+def test_injected_error_options_without_injected_errors_are_refused(tmp_path, key, toml, value, says):
     path = tmp_path / "c.toml"
-    path.write_text(f"[training]\n{key} = {value!r}\n")
-    with pytest.raises(ConfigError, match="injected_errors is 0"):
+    path.write_text(f"[training]\n{key} = {toml}\n")
+    with pytest.raises(ConfigError, match=f"training.{key} {says}.*injected_errors is 0"):
         load_config(path)
-    path.write_text(f"[training]\ninjected_errors = 0.5\n{key} = {value!r}\n")
+    path.write_text(f"[training]\ninjected_errors = 0.5\n{key} = {toml}\n")
     assert getattr(load_config(path).training, key) == value
-
-
-def test_replaying_own_errors_needs_injected_groups(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text("[training]\nreplay_own_errors = true\n")
-    with pytest.raises(ConfigError, match="replay_own_errors chooses how injected groups start"):
-        load_config(path)
-    path.write_text("[training]\ninjected_errors = 0.5\nreplay_own_errors = true\n")
-    assert load_config(path).training.replay_own_errors
 
 
 def test_a_verify_instruction_reaches_the_agent_only_when_set(tmp_path):
