@@ -4,7 +4,10 @@ them), at each verify temperature. RL can only reinforce a fix the policy sample
 model's own errors means training on them has nothing to learn from, whatever the reward.
 
     .venv/bin/python bench/bench_check_exploration.py --config configs/long-expressions.toml --tasks 32 \
-        --samples 4 --temperature 0.3 --temperature 1.0 [--model PATH]
+        --samples 4 --temperature 0.3 --temperature 1.0 [--exemplars rewrite --exemplars assign] [--model PATH]
+
+Each exemplar set (``agent.exemplars``, repeatable) gets its own greedy first attempts: the exemplars are in
+the context of the first attempt too.
 
 Writes the table to BENCHMARKS.md (section "## Check exploration: own errors and injected ones").
 """
@@ -66,6 +69,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=32, help="training-split tasks to draw first attempts on")
     parser.add_argument("--samples", type=int, default=4, help="sampled checks per given attempt")
     parser.add_argument("--temperature", type=float, action="append", help="verify temperature (repeatable)")
+    parser.add_argument("--exemplars", action="append", help="exemplar set (repeatable); default: the config's")
+    parser.add_argument("--given", choices=["own", "injected", "both"], default="both",
+                        help="which first attempts to sample checks on")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing BENCHMARKS.md")
     args = parser.parse_args()
     temperatures = args.temperature or [0.3, 1.0]
@@ -77,22 +83,25 @@ def main() -> None:
     config = load_config(args.config)
     env = config.env.build()
     tasks = env.tasks("train", n=args.tasks, seed=config.env.seed)
-    options = config.agent.build_options()
     model = args.model or config.model.name
     load, started = load1(), time.perf_counter()
     policy = HFPolicy.from_pretrained(model)
     try:
-        own, injected = asyncio.run(given_attempts(policy, env, tasks, options, config.agent.max_new_tokens, 0))
         rows = []
-        for temperature in temperatures:
-            for kind, given in (("own (greedy) errors", own), ("injected errors", injected)):
-                fixed, runs, tasks_fixed, n_tasks, vacuous = asyncio.run(sampled_checks(
-                    policy, env, tasks, given, options, temperature, args.samples, config.agent.max_new_tokens))
-                rate = wilson(fixed, runs)
-                rows.append(f"| {temperature} | {kind} | {n_tasks} | {runs} | {fixed} "
-                            f"({100 * rate.value:.1f}% [{100 * rate.low:.1f}, {100 * rate.high:.1f}]) | "
-                            f"{tasks_fixed}/{n_tasks} | {100 * vacuous / runs if runs else 0:.0f}% |")
-                print(rows[-1], flush=True)
+        for exemplars in args.exemplars or [config.agent.exemplars]:
+            options = config.agent.build_options() | {"exemplars": exemplars}
+            own, injected = asyncio.run(given_attempts(policy, env, tasks, options, config.agent.max_new_tokens, 0))
+            for temperature in temperatures:
+                for kind, given in (("own (greedy) errors", own), ("injected errors", injected)):
+                    if args.given != "both" and not kind.startswith(args.given):
+                        continue
+                    fixed, runs, tasks_fixed, n_tasks, vacuous = asyncio.run(sampled_checks(
+                        policy, env, tasks, given, options, temperature, args.samples, config.agent.max_new_tokens))
+                    rate = wilson(fixed, runs)
+                    rows.append(f"| {exemplars} | {temperature} | {kind} | {n_tasks} | {runs} | {fixed} "
+                                f"({100 * rate.value:.1f}% [{100 * rate.low:.1f}, {100 * rate.high:.1f}]) | "
+                                f"{tasks_fixed}/{n_tasks} | {100 * vacuous / runs if runs else 0:.0f}% |")
+                    print(rows[-1], flush=True)
     finally:
         policy.close()
     section = "\n".join([
@@ -103,9 +112,9 @@ def main() -> None:
         f"Model: `{model}`; env `{config.env.name}` {config.env.kwargs}, {args.tasks} training-split tasks; first "
         f"attempts greedy; {args.samples} sampled checks per given attempt; wall time "
         f"{(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start).", "",
-        "| verify temperature | first attempt given | tasks | checks sampled | checks that fixed it [95% CI] | "
-        "tasks fixed at least once | vacuous checks |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| exemplars | verify temperature | first attempt given | tasks | checks sampled | "
+        "checks that fixed it [95% CI] | tasks fixed at least once | vacuous checks |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
         *rows, "",
     ])
     print(section)

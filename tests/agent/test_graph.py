@@ -244,6 +244,35 @@ def test_restate_question_also_for_a_given_first_attempt_and_in_exemplars(script
         asyncio.run(plain.ainvoke({"question": "q", "first_attempt": given}))["prompt_ids"])
 
 
+def test_the_assign_exemplars_check_by_assigning_the_question_s_expression(scripted):
+    from tools import get_tool
+
+    policy = scripted(["Final answer: 5"])
+    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars="assign")
+    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
+    text = policy.tokenizer.decode(asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+                                   ["prompt_ids"])
+    # first attempts as in the default set, checks as assignments, with their real outputs
+    assert "print(48 + 63 * 7)" in text and "x = 48 + 36 * 7\nprint(x)" in text and "300" in text
+    assert "x = 17 * 23 + 5\nprint(x)" in text and "396" in text
+
+
+def test_why_the_assign_check_keeps_a_leading_bracket():
+    """SmolLM2's tokenizer merges ``print((`` into one token that a question never holds, while the bracket
+    after ``x =`` is the question's own `` (`` token: the check form the assign exemplars show."""
+    from agent.models import load_tokenizer
+
+    tokenizer = load_tokenizer()
+
+    def tokens(text):
+        return [tokenizer.decode([i]) for i in tokenizer(text)["input_ids"]]
+
+    question = tokens("What is (454 + 78) * 3?")
+    assert " (" in question and "((" not in question
+    assert tokens("print((454 + 78) * 3)")[:2] == ["print", "(("]
+    assert tokens("x = (454 + 78) * 3")[2:] == question[2:-1]  # the question ends in "?"
+
+
 def test_an_unknown_exemplar_set_names_the_known_ones(scripted):
     from training.config import AgentConfig
 
