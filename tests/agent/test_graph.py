@@ -257,12 +257,9 @@ def test_the_assign_exemplars_check_by_assigning_the_question_s_expression(scrip
     assert "x = 17 * 23 + 5\nprint(x)" in text and "396" in text
 
 
-def test_why_the_assign_check_keeps_a_leading_bracket():
+def test_why_the_assign_check_keeps_a_leading_bracket(tokenizer):
     """SmolLM2's tokenizer merges ``print((`` into one token that a question never holds, while the bracket
     after ``x =`` is the question's own `` (`` token: the check form the assign exemplars show."""
-    from agent.models import load_tokenizer
-
-    tokenizer = load_tokenizer()
 
     def tokens(text):
         return [tokenizer.decode([i]) for i in tokenizer(text)["input_ids"]]
