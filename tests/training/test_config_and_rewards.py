@@ -9,7 +9,7 @@ def test_quickstart_config_loads():
     assert cfg.model.name == "smollm2-135m" and cfg.training.steps >= 1
 
 
-@pytest.mark.parametrize("name", ["quickstart", "learning", "long-expressions"])
+@pytest.mark.parametrize("name", ["quickstart", "learning", "long-expressions", "own-errors"])
 def test_every_shipped_config_loads_and_builds_its_env(name):
     from pathlib import Path
 
