@@ -90,22 +90,20 @@ STEPWISE = [
         [Step(tool="python", arguments={"code": "a = 23 + 5\nb = 17 * a\nprint(b - 4)"}), Step(answer="472")],
     ),
 ]
+
+
+def _assigned(ex: Exemplar) -> Exemplar:
+    """``ex`` with its check written as ``x = <the question's expression>`` and ``print(x)``."""
+    expression = ex.question.removeprefix("What is ").removesuffix("?")
+    return Exemplar(ex.question, ex.first,
+                    [Step(tool="python", arguments={"code": f"x = {expression}\nprint(x)"}), ex.verify[-1]])
+
+
 # REWRITE's first attempts; the check copies the question's expression as it stands into an assignment
 # (``x = ...``), then prints it. The form differs from a one-line ``print(...)`` first attempt, and the code
 # after ``x =`` tokenizes like the question's text: ``print((`` is one token that never occurs in a question,
 # so a first attempt that opens with a bracket loses it, while `` (`` after ``=`` is the question's own token.
-ASSIGN = [
-    Exemplar(
-        "What is 48 + 36 * 7?",
-        [Step(tool="python", arguments={"code": "print(48 + 63 * 7)"}), Step(answer="489")],
-        [Step(tool="python", arguments={"code": "x = 48 + 36 * 7\nprint(x)"}), Step(answer="300")],
-    ),
-    Exemplar(
-        "What is 17 * 23 + 5?",
-        [Step(tool="python", arguments={"code": "print(17 * 23 + 5)"}), Step(answer="396")],
-        [Step(tool="python", arguments={"code": "x = 17 * 23 + 5\nprint(x)"}), Step(answer="396")],
-    ),
-]
+ASSIGN = [_assigned(ex) for ex in REWRITE]
 LOOKUP = [
     Exemplar(
         "In which country is the city of Kyoto?",
