@@ -2,10 +2,15 @@
 not trained on.
 
 Evaluates the base model and a trained one (greedy, the same held-out tasks) on arithmetic levels
-1–4 and 6, wikiqa and humaneval, and writes the change in Acc@t1, Acc@t2, Δi→c, Δc→i and vacuous checks
-per env into BENCHMARKS.md.
+1–4 and 6, wikiqa and humaneval (or the ``--env`` picked), and writes the change in Acc@t1, Acc@t2,
+Δi→c, Δc→i and vacuous checks per env into BENCHMARKS.md, with the injected-error probe's fix and
+false-alarm rates where ``--probe`` asks for it (envs with a python tool). ``--config`` evaluates both
+models under a training config's agent options (its exemplars, turns, tokens): the prompt the trained
+model learned under.
 
     .venv/bin/python bench/bench_transfer.py --trained runs/learning/final [--n 32] [--trained-on "arithmetic L2"]
+    .venv/bin/python bench/bench_transfer.py --trained runs/own-errors/final --config configs/own-errors.toml \\
+        --env arithmetic-L1 --env arithmetic-L2 --env arithmetic-L6 --probe injected-errors
 """
 
 from __future__ import annotations
@@ -13,34 +18,61 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import command_line, load1, machine, utc_now, write_section
 
 KEYS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δi→c", "delta_i_to_c"), ("Δc→i", "delta_c_to_i"),
         ("vacuous", "vacuous_check_rate"), ("vacuous, separable", "vacuous_separable_rate")]
+PROBE_KEYS = [("probe fix", "fix_rate"), ("probe false alarm", "false_alarm_rate")]
+LEVELS = (1, 2, 3, 4, 6)
+ENVS = [f"arithmetic-L{level}" for level in LEVELS] + ["wikiqa", "humaneval"]
 
 
-def targets() -> list:
+def target(name: str) -> Any:
     from envs import get_env
 
-    envs = []
-    for level in (1, 2, 3, 4, 6):
-        env = get_env("arithmetic", level=level)
-        env.name = f"arithmetic-L{level}"  # a label for the rows; the env is the built-in one
-        envs.append(env)
-    return envs + [get_env("wikiqa"), get_env("humaneval")]
+    if name.startswith("arithmetic-L"):
+        env = get_env("arithmetic", level=int(name.removeprefix("arithmetic-L")))
+        env.name = name  # a label for the rows; the env is the built-in one
+        return env
+    return get_env(name)
 
 
-def evaluate_model(model: str, n: int, max_turns: int) -> dict[str, object]:
+def agent_options(config: Path | None, max_turns: int) -> dict[str, Any]:
+    """The agent options both models are evaluated under: a training config's, or the defaults."""
+    if config is None:
+        return {"max_turns": max_turns, "max_tool_calls": 4}
+    from agent.policy import SamplingParams
+    from training.config import load_config
+
+    agent = load_config(config).agent
+    return agent.build_options() | {"sampling": SamplingParams(temperature=0.0, max_new_tokens=agent.max_new_tokens)}
+
+
+def evaluate_model(model: str, names: list[str], n: int, options: dict[str, Any], probes: list[str]
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per env: the baseline metrics, and the probe results (envs with a python tool only: the probe changes
+    the first attempt's code)."""
     from agent.hf_policy import HFPolicy
     from training.eval import evaluate
 
+    envs = [target(name) for name in names]
+    python = [e for e in envs if any(t.name == "python" for t in e.tools())]
+    # the code protocol runs fenced Python: envs without a python tool call their tools in JSON
+    others = (options | {"protocol": "json"}) if options.get("protocol") == "code" else options
+    groups = [(python, probes, options), ([e for e in envs if e not in python], [], others)]
     policy = HFPolicy.from_pretrained(model)
     try:
-        report = evaluate(policy, targets(), n=n, model=model, max_turns=max_turns, max_tool_calls=4)
+        reports = [evaluate(policy, group, n=n, model=model, probes=p, **opts) for group, p, opts in groups if group]
     finally:
         policy.close()
-    return {row.env: row.metrics for row in report.rows if row.config == "baseline" and row.env != "all"}
+    metrics = {row.env: row.metrics for r in reports for row in r.rows if row.config == "baseline" and row.env != "all"}
+    return metrics, {p.env: p for r in reports for p in r.probes}
+
+
+def cell(before: Any, after: Any) -> str:
+    return f"{100 * before.value:.0f} → {100 * after.value:.0f}" if before.n and after.n else "–"
 
 
 def main() -> None:
@@ -48,31 +80,42 @@ def main() -> None:
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--trained", required=True, help="a trained model directory (a run's final/)")
     parser.add_argument("--trained-on", default="arithmetic L2", help="what the trained model was trained on")
+    parser.add_argument("--config", type=Path, help="evaluate under this training config's agent options")
+    parser.add_argument("--env", action="append", choices=ENVS, help=f"an env to evaluate on (repeatable; "
+                        f"default: all of {', '.join(ENVS)})")
+    parser.add_argument("--probe", action="append", default=[], help="a probe to run too, e.g. injected-errors")
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--max-turns", type=int, default=6)
+    parser.add_argument("--max-turns", type=int, default=6, help="without --config")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     started, load = time.perf_counter(), load1()
-    base = evaluate_model(args.base, args.n, args.max_turns)
-    trained = evaluate_model(args.trained, args.n, args.max_turns)
-    head = "| env (n) | " + " | ".join(f"{name} base → trained" for name, _ in KEYS) + " |"
-    lines = [head, "|---|" + "---:|" * len(KEYS)]
+    names, options = args.env or ENVS, agent_options(args.config, args.max_turns)
+    base, base_probes = evaluate_model(args.base, names, args.n, options, args.probe)
+    trained, trained_probes = evaluate_model(args.trained, names, args.n, options, args.probe)
+    keys = KEYS + (PROBE_KEYS if base_probes else [])
+    lines = ["| env (n) | " + " | ".join(f"{name} base → trained" for name, _ in keys) + " |",
+             "|---|" + "---:|" * len(keys)]
     for env, before in base.items():
-        after = trained[env]
-        cells = [f"{100 * getattr(before, k).value:.0f} → {100 * getattr(after, k).value:.0f}"
-                 if getattr(before, k).n and getattr(after, k).n else "–" for _, k in KEYS]
+        cells = [cell(getattr(before, k), getattr(trained[env], k)) for _, k in KEYS]
+        if base_probes:
+            cells += [cell(getattr(base_probes[env], k), getattr(trained_probes[env], k)) if env in base_probes
+                      else "–" for _, k in PROBE_KEYS]
         lines.append(f"| {env} ({before.n}) | " + " | ".join(cells) + " |")
+    prompt = (f"the agent options of `{args.config}` (JSON tool calls where an env has no python tool)" if args.config
+              else f"the agent's defaults, max {args.max_turns} turns")
+    default = args.trained_on == parser.get_default("trained_on")  # the first section had no "from"
+    heading = "## Transfer" if default else f"## Transfer from {args.trained_on}"
     section = "\n".join([
-        "## Transfer", "",
+        heading, "",
         "  \n".join([f"Command: `{command_line('bench_transfer.py')}`", f"Date: {utc_now()}",
                      f"Machine: {machine()}",
                      f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (load {load:.2f} at the start)"]),
         "", f"Base `{args.base}` against `{Path(args.trained)}` (trained on {args.trained_on}); greedy, "
-        f"{args.n} held-out tasks per env, max {args.max_turns} turns; rates in %. Intervals at this n are about "
-        "±15 points: read only large changes.", "", *lines, ""])
+        f"{args.n} held-out tasks per env, {prompt}; rates in %. A 95% interval at this n is up to "
+        f"±{98 / args.n ** 0.5:.0f} points: read only large changes.", "", *lines, ""])
     print(section)
     if not args.no_write:
-        write_section("## Transfer", section)
+        write_section(heading, section)
 
 
 if __name__ == "__main__":
