@@ -104,6 +104,13 @@ def _assigned(ex: Exemplar) -> Exemplar:
 # after ``x =`` tokenizes like the question's text: ``print((`` is one token that never occurs in a question,
 # so a first attempt that opens with a bracket loses it, while `` (`` after ``=`` is the question's own token.
 ASSIGN = [_assigned(ex) for ex in REWRITE]
+# ASSIGN with the first lesson's miscopy made SmolLM2's own commonest one: the question opens with a bracket
+# and the first attempt lost it. The check shows ``x = (``, the opening that catches that error.
+BRACKET = [_assigned(Exemplar(
+    "What is (48 + 36) * 7?",
+    [Step(tool="python", arguments={"code": "print(48 + 36 * 7)"}), Step(answer="300")],
+    [Step(answer="588")],
+)), ASSIGN[1]]
 LOOKUP = [
     Exemplar(
         "In which country is the city of Kyoto?",
@@ -112,7 +119,8 @@ LOOKUP = [
     ),
 ]
 # by the check they show
-EXEMPLAR_SETS = {"rewrite": REWRITE + LOOKUP, "stepwise": STEPWISE + LOOKUP, "assign": ASSIGN + LOOKUP}
+EXEMPLAR_SETS = {"rewrite": REWRITE + LOOKUP, "stepwise": STEPWISE + LOOKUP, "assign": ASSIGN + LOOKUP,
+                 "bracket": BRACKET + LOOKUP}
 EXEMPLARS = EXEMPLAR_SETS["rewrite"]
 
 

@@ -257,6 +257,20 @@ def test_the_assign_exemplars_check_by_assigning_the_question_s_expression(scrip
     assert "x = 17 * 23 + 5\nprint(x)" in text and "396" in text
 
 
+def test_the_bracket_exemplars_catch_a_first_attempt_that_lost_the_question_s_leading_bracket(scripted):
+    from tools import get_tool
+
+    policy = scripted(["Final answer: 5"])
+    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars="bracket")
+    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
+    text = policy.tokenizer.decode(asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+                                   ["prompt_ids"])
+    # the lost bracket gives 300; the check restores it and the real tool prints 588, the corrected answer
+    assert "What is (48 + 36) * 7?" in text and "print(48 + 36 * 7)" in text
+    assert "x = (48 + 36) * 7\nprint(x)" in text and "588" in text
+    assert "x = 17 * 23 + 5\nprint(x)" in text and "396" in text
+
+
 def test_why_the_assign_check_keeps_a_leading_bracket(tokenizer):
     """SmolLM2's tokenizer merges ``print((`` into one token that a question never holds, while the bracket
     after ``x =`` is the question's own `` (`` token: the check form the assign exemplars show."""
