@@ -244,27 +244,26 @@ def test_restate_question_also_for_a_given_first_attempt_and_in_exemplars(script
         asyncio.run(plain.ainvoke({"question": "q", "first_attempt": given}))["prompt_ids"])
 
 
-def test_the_assign_exemplars_check_by_assigning_the_question_s_expression(scripted):
+def verify_prompt(scripted, exemplars: str) -> str:
+    """The verify turn's prompt under an exemplar set, for a given first attempt."""
     from tools import get_tool
 
     policy = scripted(["Final answer: 5"])
-    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars="assign")
+    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars=exemplars)
     given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
-    text = policy.tokenizer.decode(asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
-                                   ["prompt_ids"])
+    state = asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
+    return policy.tokenizer.decode(state["prompt_ids"])
+
+
+def test_the_assign_exemplars_check_by_assigning_the_question_s_expression(scripted):
+    text = verify_prompt(scripted, "assign")
     # first attempts as in the default set, checks as assignments, with their real outputs
     assert "print(48 + 63 * 7)" in text and "x = 48 + 36 * 7\nprint(x)" in text and "300" in text
     assert "x = 17 * 23 + 5\nprint(x)" in text and "396" in text
 
 
 def test_the_bracket_exemplars_catch_a_first_attempt_that_lost_the_question_s_leading_bracket(scripted):
-    from tools import get_tool
-
-    policy = scripted(["Final answer: 5"])
-    agent = build_agent(policy, [get_tool("python")], protocol="code", exemplars="bracket")
-    given = {"calls": [{"tool": "python", "arguments": {"code": "print(2 + 4)"}}], "answer": "6"}
-    text = policy.tokenizer.decode(asyncio.run(agent.ainvoke({"question": "What is 2 + 3?", "first_attempt": given}))
-                                   ["prompt_ids"])
+    text = verify_prompt(scripted, "bracket")
     # the lost bracket gives 300; the check restores it and the real tool prints 588, the corrected answer
     assert "What is (48 + 36) * 7?" in text and "print(48 + 36 * 7)" in text
     assert "x = (48 + 36) * 7\nprint(x)" in text and "588" in text
