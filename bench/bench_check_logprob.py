@@ -54,11 +54,8 @@ class RecordingPolicy:
         return Generation(token_ids=ids, logprobs=[0.0] * len(ids), text="Final answer: 0", finish_reason="eos")
 
 
-def verify_prompt(tokenizer, env, options, question: str, first_code: str, answer: str) -> list[int]:
-    from training.rollout import build_env_agent
-
-    policy = RecordingPolicy(tokenizer)
-    agent = build_env_agent(policy, env, **options | {"self_correct": True})
+def verify_prompt(agent, policy: RecordingPolicy, question: str, first_code: str, answer: str) -> list[int]:
+    """The prompt ``agent`` gives its verify turn after ``first_code`` answered ``answer``."""
     given = {"calls": [{"tool": "python", "arguments": {"code": first_code}}], "answer": answer}
     asyncio.run(agent.ainvoke({"question": question, "first_attempt": given}))
     return policy.prompts[-1]
@@ -77,11 +74,15 @@ def scored(model, prompt: list[int], continuation: list[int]) -> list[float]:
 def measure(model, tokenizer, env, options, tasks) -> dict[str, float]:
     """Means over the tasks: log p of the right and the copied check, and of the right check's token where
     the two part."""
+    from training.rollout import build_env_agent
+
+    policy = RecordingPolicy(tokenizer)  # one agent for every task: its exemplars' tool calls run once
+    agent = build_env_agent(policy, env, **options | {"self_correct": True})
     right_total, copy_total, at_split = [], [], []
     for task in tasks:
         expression = task.question.removeprefix("What is ").removesuffix("?")
         lost = without_leading_bracket(expression)
-        prompt = verify_prompt(tokenizer, env, options, task.question, f"print({lost})", str(eval(lost)))  # noqa: S307
+        prompt = verify_prompt(agent, policy, task.question, f"print({lost})", str(eval(lost)))  # noqa: S307
         right, copied = ([*tokenizer(f"```python\nx = {body}\nprint(x)\n```", add_special_tokens=False)["input_ids"]]
                          for body in (expression, lost))
         split = next(i for i, (a, b) in enumerate(zip(right, copied, strict=False)) if a != b)
