@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 
 from bench_sandbox import machine  # noqa: E402  (CPU model, cores, RAM, kernel, Python)
 
-__all__ = ["ROOT", "command_line", "in_worker_thread", "load1", "machine", "peak_rss_mib", "utc_now",
-           "wait_for_quiet_cpu", "write_section"]
+__all__ = ["ROOT", "agent_options", "command_line", "env_by_label", "in_worker_thread", "load1", "machine",
+           "peak_rss_mib", "utc_now", "wait_for_quiet_cpu", "write_section"]
 
 
 def load1() -> float:
@@ -97,3 +97,28 @@ def write_section(heading: str, section: str, path: Path = ROOT / "BENCHMARKS.md
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "\n".join(lines[:start] + section.strip("\n").splitlines() + [""] + lines[end:])
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def env_by_label(name: str) -> Any:
+    """A built-in env by a table label: ``arithmetic-L3`` is ``arithmetic`` at level 3, named as labelled."""
+    from envs import get_env
+
+    if name.startswith("arithmetic-L"):
+        env = get_env("arithmetic", level=int(name.removeprefix("arithmetic-L")))
+        env.name = name  # a label for the rows; the env is the built-in one
+        return env
+    return get_env(name)
+
+
+def agent_options(config: Path | None, max_turns: int, temperature: float = 0.0) -> dict[str, Any]:
+    """Agent options for a benchmark's runs: a training config's (its exemplars, turns, tokens), or the
+    defaults with ``max_turns``; sampled at ``temperature`` (greedy by default, as evaluation is)."""
+    from agent.policy import SamplingParams
+
+    if config is None:
+        return {"max_turns": max_turns, "max_tool_calls": 4, "sampling": SamplingParams(temperature=temperature)}
+    from training.config import load_config
+
+    agent = load_config(config).agent
+    return agent.build_options() | {"sampling": SamplingParams(temperature=temperature,
+                                                               max_new_tokens=agent.max_new_tokens)}

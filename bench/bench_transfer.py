@@ -20,34 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import command_line, load1, machine, utc_now, write_section
+from _common import agent_options, command_line, env_by_label, load1, machine, utc_now, write_section
 
 KEYS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δi→c", "delta_i_to_c"), ("Δc→i", "delta_c_to_i"),
         ("vacuous", "vacuous_check_rate"), ("vacuous, separable", "vacuous_separable_rate")]
 PROBE_KEYS = [("probe fix", "fix_rate"), ("probe false alarm", "false_alarm_rate")]
-LEVELS = (1, 2, 3, 4, 6)
-ENVS = [f"arithmetic-L{level}" for level in LEVELS] + ["wikiqa", "humaneval"]
-
-
-def target(name: str) -> Any:
-    from envs import get_env
-
-    if name.startswith("arithmetic-L"):
-        env = get_env("arithmetic", level=int(name.removeprefix("arithmetic-L")))
-        env.name = name  # a label for the rows; the env is the built-in one
-        return env
-    return get_env(name)
-
-
-def agent_options(config: Path | None, max_turns: int) -> dict[str, Any]:
-    """The agent options both models are evaluated under: a training config's, or the defaults."""
-    if config is None:
-        return {"max_turns": max_turns, "max_tool_calls": 4}
-    from agent.policy import SamplingParams
-    from training.config import load_config
-
-    agent = load_config(config).agent
-    return agent.build_options() | {"sampling": SamplingParams(temperature=0.0, max_new_tokens=agent.max_new_tokens)}
+ENVS = [f"arithmetic-L{level}" for level in (1, 2, 3, 4, 6)] + ["wikiqa", "humaneval"]
 
 
 def evaluate_model(model: str, names: list[str], n: int, options: dict[str, Any], probes: list[str]
@@ -57,7 +35,7 @@ def evaluate_model(model: str, names: list[str], n: int, options: dict[str, Any]
     from agent.hf_policy import HFPolicy
     from training.eval import evaluate
 
-    envs = [target(name) for name in names]
+    envs = [env_by_label(name) for name in names]
     python = [e for e in envs if any(t.name == "python" for t in e.tools())]
     # the code protocol runs fenced Python: envs without a python tool call their tools in JSON
     others = (options | {"protocol": "json"}) if options.get("protocol") == "code" else options

