@@ -432,7 +432,9 @@ def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_calls": [t.tool_calls for t in trajectories],
         "tool_errors": [t.tool_errors for t in trajectories],
         "num_attempts": [len(t.attempts) for t in trajectories],
-        "vacuous_check": [int(bool(is_vacuous_check(t))) for t in trajectories],
+        # the check reward's rule as its runs in BENCHMARKS measured it: only the same call is a repeat (the
+        # metrics count the same arithmetic in any form; the reward has not been re-measured with that rule)
+        "vacuous_check": [int(bool(is_vacuous_check(t, any_form=False))) for t in trajectories],
         "injected": [int(t.starts_injected) for t in trajectories],
         **signal_fields(trajectories),
     }

@@ -8,9 +8,11 @@ answer did not change. Verification precision: of those confirmations, the share
 at least 0.5; runs with no answer count as wrong for accuracy, and are counted apart as "no answer"
 (with why each run stopped), so that a table of runs that never answered does not read as one of
 wrong answers. Vacuous check rate: of the runs that went
-through the verify step, the share whose check computed nothing new — no tool call, only calls the
-first attempt had already made (the same code, the same query), or code that computes nothing from
-the question (``computes_nothing``: ``print(489)``): such a check cannot catch the error it exists for.
+through the verify step, the share whose check computed nothing new — no tool call, only calls that
+repeat the first attempt's own computation (the same query; for code, the same arithmetic in any form:
+``x = 48 + 36 * 7`` then ``print(x)`` repeats ``print(48 + 36 * 7)``, see ``repeats_computation``), or
+code that computes nothing from the question (``computes_nothing``: ``print(489)``): such a check cannot
+catch the error it exists for.
 Separable vacuous rate: the same, leaving out the checks that cannot be told apart — a first attempt
 that wrote the question's own expression (``print(48 + 36 * 7)`` for "What is 48 + 36 * 7?"), checked
 by that code again. Copying the code and reading the question again write the same text there, so
@@ -138,26 +140,45 @@ def verify_calls(traj: Trajectory) -> tuple[list[dict], list[dict]] | None:
     return [m for i, m in calls if i < at], [m for i, m in calls if i > at]
 
 
-def is_vacuous_check(traj: Trajectory) -> bool | None:
+def is_vacuous_check(traj: Trajectory, *, any_form: bool = True) -> bool | None:
     """True when the verify step computed nothing new: no tool call, or only calls that repeat the
-    first attempt's own, compute nothing from the question (``computes_nothing``), or carry over a
-    number the first attempt made up (one its code has and the question does not: copied from the
+    first attempt's own computation (``repeats_computation``; with ``any_form=False`` only the same
+    call counts as a repeat), compute nothing from the question (``computes_nothing``), or carry over
+    a number the first attempt made up (one its code has and the question does not: copied from the
     code, not read from the question)."""
     split = verify_calls(traj)
     if split is None:
         return None
     before, after = split
-    repeated = {_call_key(m) for m in before}
     numbers = _numbers(traj.question)
     made_up = set().union(*(_literals(_code(m)) for m in before)) - numbers
-    return all(_call_key(m) in repeated or computes_nothing(_code(m), numbers) or bool(_literals(_code(m)) & made_up)
-               for m in after)
+    return all(repeats_computation(m, before, any_form=any_form) or computes_nothing(_code(m), numbers)
+               or bool(_literals(_code(m)) & made_up) for m in after)
+
+
+def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = True) -> bool:
+    """True when a tool call computes only what the calls in ``before`` computed: the same call
+    (whitespace aside), or (``any_form``) code whose every arithmetic operation one of them already
+    computed and that computes nothing else (``x = 48 + 36 * 7`` / ``print(x)`` repeats
+    ``print(48 + 36 * 7)``: a new name or a ``print`` is not a new computation; ``a = 36 * 7`` /
+    ``print(48 + a)`` is another route)."""
+    if _call_key(call) in {_call_key(m) for m in before}:
+        return True
+    if not any_form:
+        return False
+    nodes = _nodes(_code(call))
+    if not nodes:
+        return False
+    done = set().union(*(_expressions(_code(m)) for m in before))
+    computing = [n for n in nodes if isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n))]
+    return bool(computing) and all(isinstance(n, ast.BinOp) and ast.dump(n) in done for n in computing)
 
 
 def rereads_question(traj: Trajectory) -> bool | None:
     """True when the verify step only repeats first-attempt code that computes the question's own
-    expression (equal as parsed, so spacing and redundant brackets do not matter): the text a fresh
-    reading of the question gives, so copying cannot be told from re-reading. ``None`` without a verify step."""
+    expression (equal as parsed, so spacing and redundant brackets do not matter; in any form, see
+    ``repeats_computation``): what a fresh reading of the question computes, so copying cannot be told
+    from re-reading. ``None`` without a verify step."""
     split = verify_calls(traj)
     if split is None:
         return None
@@ -165,8 +186,7 @@ def rereads_question(traj: Trajectory) -> bool | None:
     expression = question_expression(traj.question)
     if expression is None or not after:
         return False
-    repeated = {_call_key(m) for m in before}
-    return all(_call_key(m) in repeated and expression in _expressions(_code(m)) for m in after)
+    return all(repeats_computation(m, before) and expression in _expressions(_code(m)) for m in after)
 
 
 _EXPRESSION_SPAN = re.compile(r"[\d(][\d\s+\-*/().]*[\d)]")

@@ -46,7 +46,8 @@ def tool_score(completions: Sequence[Any], tool_calls: Sequence[int], tool_error
 def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], last_score: Sequence[float],
                 **_: Any) -> list[float]:
     """−(last score) when the verify step computed nothing new (no tool call, the first attempt's own
-    calls again, or nothing computed from the question: ``training.metrics.is_vacuous_check``): a right
+    calls again, or nothing computed from the question: ``training.metrics.is_vacuous_check`` with
+    ``any_form=False``, so the same arithmetic written in another form is not charged): a right
     answer kept by such a check is worth less than one kept by a real check. Wrong answers are not
     charged: a charge there pays any wrong computation over a vacuous one, and within four steps at
     lr 1e-4 the verify turn learned to print long made-up products of the question's numbers."""

@@ -157,6 +157,26 @@ def test_a_respaced_copy_of_the_first_code_is_still_a_repeat(code):
     assert is_vacuous_check(_checked_with(code)) is True
 
 
+@pytest.mark.parametrize("first, check", [
+    ("print(48 + 36 + 7)", "x = 48 + 36 + 7\nprint(x)"),  # a miscopied operator, under a name
+    ("x = 48 + 36 + 7\nprint(x)", "print(48 + 36 + 7)"),  # … and back
+    ("print(48 * 36 * 7)", "result = ((48 * 36) * 7)\nprint(result)"),  # redundant brackets
+    ("print(48 + 36 * 7)", "y = 36 * 7\nprint(y)"),  # a part of the same computation
+])
+def test_the_first_attempts_arithmetic_written_in_another_form_is_still_a_repeat(first, check):
+    """A name, a ``print`` or brackets are not a new computation: the form must not pass for a check."""
+    assert is_vacuous_check(_checked_with(check, first_code=first)) is True
+
+
+def test_the_check_reward_charges_only_the_same_call_as_its_runs_were_measured():
+    from training.grpo import reward_fields
+
+    renamed = _checked_with("x = 48 + 36 + 7\nprint(x)", first_code="print(48 + 36 + 7)")
+    same = _checked_with("print(48 + 36 + 7)", first_code="print(48 + 36 + 7)")
+    assert compute_metrics([renamed]).vacuous_check_rate.value == 1.0
+    assert reward_fields([renamed, same])["vacuous_check"] == [0, 1]
+
+
 @pytest.mark.parametrize("code", ["print(489)", "print(-489.0)", "x = 489\nprint(x)", "print(489 * 1)"])
 def test_a_check_that_prints_its_answer_computes_nothing(code):
     """The first way a reward for checking was gamed: the verify turn printed the answer it had."""
@@ -179,11 +199,14 @@ def test_code_without_numbers_or_that_does_not_parse_is_not_judged():
     assert is_vacuous_check(_checked_with("print(48 +")) is False
 
 
-@pytest.mark.parametrize("first", ["print(48 + 36 * 7)", "print(48+(36*7))", "x = 48 + 36 * 7\nprint(x)"])
-def test_the_questions_own_expression_checked_again_cannot_be_told_apart(first):
-    """Re-reading the question and copying a faithful first attempt write the same code: vacuous by the
-    plain rate, left out of the separable one."""
-    traj = _checked_with(first, first_code=first)
+@pytest.mark.parametrize("first, check", [("print(48 + 36 * 7)", "print(48 + 36 * 7)"),
+                                          ("print(48+(36*7))", "print(48+(36*7))"),
+                                          ("x = 48 + 36 * 7\nprint(x)", "x = 48 + 36 * 7\nprint(x)"),
+                                          ("print(48 + 36 * 7)", "x = 48 + 36 * 7\nprint(x)")])
+def test_the_questions_own_expression_checked_again_cannot_be_told_apart(first, check):
+    """Re-reading the question and copying a faithful first attempt compute the same thing, in whatever
+    form: vacuous by the plain rate, left out of the separable one."""
+    traj = _checked_with(check, first_code=first)
     assert is_vacuous_check(traj) is True and rereads_question(traj) is True
     m = compute_metrics([traj, _checked_with("print(48 + 63 * 7)")])
     assert m.vacuous_check_rate.value == 1.0
