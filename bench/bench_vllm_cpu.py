@@ -115,7 +115,7 @@ def main() -> None:
         f"Load average (1 min) when the measurements started: {load_start:.2f} "
         f"(after waiting {waited:.0f} s for < 1.0)",
         "",
-        f"SmolLM2-135M-Instruct, fp32 in both engines, {args.runs} runs of the self-correcting agent (code protocol, "
+        f"SmolLM2-135M-Instruct, fp32 in every engine, {args.runs} runs of the self-correcting agent (code protocol, "
         f"up to 4 turns of ≤ 96 tokens) on `arithmetic` level-{args.level} test tasks, all submitted at once, "
         f"temperature {args.temperature}; {args.rounds} rounds in alternating order after a warm-up on two tasks. "
         "vLLM: prefix caching on, `VLLM_CPU_KVCACHE_SPACE="
