@@ -15,8 +15,9 @@ code that computes nothing from the question (``computes_nothing``: ``print(489)
 catch the error it exists for.
 Separable vacuous rate: the same, leaving out the checks that cannot be told apart — a first attempt
 that wrote the question's own expression (``print(48 + 36 * 7)`` for "What is 48 + 36 * 7?"), checked
-by that code again. Copying the code and reading the question again write the same text there, so
-the plain rate counts such a check as vacuous whichever the model did (``rereads_question``).
+by that computation again, in any form. Copying the code and reading the question again compute the
+same thing there, so the plain rate counts such a check as vacuous whichever the model did
+(``rereads_question``).
 """
 
 from __future__ import annotations
