@@ -67,12 +67,14 @@ def main() -> None:
     parser.add_argument("--num-generations", type=int, help="runs per task (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-audit")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--from-saved", action="store_true",
+                        help="sample nothing: write the section from the audits already saved under --out")
     args = parser.parse_args()
 
     from rich.console import Console
 
     from agent.hf_policy import HFPolicy
-    from training.audit import audit
+    from training.audit import AuditReport, audit
     from training.config import load_config
 
     config = load_config(args.config)
@@ -80,11 +82,12 @@ def main() -> None:
     options = agent_options(args.config, config.agent.max_turns, temperature=config.agent.temperature)
     label = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
     console = Console(stderr=True)  # progress bars
+    names = args.env or ["arithmetic-L2", "wikiqa"]
     started, load = time.perf_counter(), load1()
-    policy = HFPolicy.from_pretrained(args.model)
-    reports = []
+    policy = None if args.from_saved else HFPolicy.from_pretrained(args.model)
+    reports = [AuditReport.load(args.out / f"audit-{name}") for name in names] if args.from_saved else []
     try:
-        for name in args.env or ["arithmetic-L2", "wikiqa"]:
+        for name in names if policy is not None else []:
             env = env_by_label(name)
             python = any(t.name == "python" for t in env.tools())
             # the code protocol runs fenced Python: an env without a python tool calls its tools in JSON
@@ -94,14 +97,18 @@ def main() -> None:
             reports.append(report)
             print("\n".join(env_table(report)), flush=True)
     finally:
-        policy.close()
+        if policy is not None:
+            policy.close()
+    timing = (f"Saved audits in `{args.out}`, created {', '.join(r.created for r in reports)}" if args.from_saved
+              else f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start)")
+    if reports:  # what was run, whether now or when saved
+        generations, args.model = reports[0].generations, reports[0].model or args.model
     body = [line for r in reports for line in [*env_table(r), ""]]
     section = "\n".join([
         SECTION, "",
         "  \n".join([f"Command: `{command_line('bench_audit.py')}`", f"Date: {utc_now()}",
                      f"Machine: {machine()}",
-                     f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start)",
-                     ]),
+                     timing]),
         "", f"`{args.model}`, held-out tasks, {generations} runs per task sampled at temperature "
         f"{config.agent.temperature} under the agent options of `{label}` "
         "(JSON tool calls where an env has no python tool). A signal \"says right\" by the rule in its row; "
