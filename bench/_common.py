@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 
 from bench_sandbox import machine  # noqa: E402  (CPU model, cores, RAM, kernel, Python)
 
-__all__ = ["ROOT", "agent_options", "command_line", "env_by_label", "in_worker_thread", "load1", "machine",
-           "peak_rss_mib", "utc_now", "wait_for_quiet_cpu", "write_section"]
+__all__ = ["ROOT", "agent_options", "command_line", "env_by_label", "has_python_tool", "in_worker_thread", "load1",
+           "machine", "options_for", "peak_rss_mib", "utc_now", "wait_for_quiet_cpu", "write_section"]
 
 
 def load1() -> float:
@@ -122,3 +122,13 @@ def agent_options(config: Path | None, max_turns: int, temperature: float = 0.0)
     agent = load_config(config).agent
     return agent.build_options() | {"sampling": SamplingParams(temperature=temperature,
                                                                max_new_tokens=agent.max_new_tokens)}
+
+
+def has_python_tool(env: Any) -> bool:
+    return any(t.name == "python" for t in env.tools())
+
+
+def options_for(env: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for runs on ``env``: the code protocol runs fenced Python, so an env without a python tool
+    calls its tools in JSON."""
+    return options | {"protocol": "json"} if options.get("protocol") == "code" and not has_python_tool(env) else options

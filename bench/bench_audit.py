@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, agent_options, command_line, env_by_label, load1, machine, utc_now, write_section
+from _common import ROOT, agent_options, command_line, env_by_label, load1, machine, options_for, utc_now, write_section
 
 SECTION = "## Label-free signals against the answer key (audit)"
 
@@ -89,10 +89,8 @@ def main() -> None:
     try:
         for name in names if policy is not None else []:
             env = env_by_label(name)
-            python = any(t.name == "python" for t in env.tools())
-            # the code protocol runs fenced Python: an env without a python tool calls its tools in JSON
-            opts = options | {"protocol": "json"} if options.get("protocol") == "code" and not python else options
-            report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console, **opts)
+            report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console,
+                           **options_for(env, options))
             report.save(args.out / f"audit-{name}")
             reports.append(report)
             print("\n".join(env_table(report)), flush=True)
@@ -101,15 +99,16 @@ def main() -> None:
             policy.close()
     timing = (f"Saved audits in `{args.out}`, created {', '.join(r.created for r in reports)}" if args.from_saved
               else f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start)")
+    model = args.model
     if reports:  # what was run, whether now or when saved
-        generations, args.model = reports[0].generations, reports[0].model or args.model
+        generations, model = reports[0].generations, reports[0].model or model
     body = [line for r in reports for line in [*env_table(r), ""]]
     section = "\n".join([
         SECTION, "",
         "  \n".join([f"Command: `{command_line('bench_audit.py')}`", f"Date: {utc_now()}",
                      f"Machine: {machine()}",
                      timing]),
-        "", f"`{args.model}`, held-out tasks, {generations} runs per task sampled at temperature "
+        "", f"`{model}`, held-out tasks, {generations} runs per task sampled at temperature "
         f"{config.agent.temperature} under the agent options of `{label}` "
         "(JSON tool calls where an env has no python tool). A signal \"says right\" by the rule in its row; "
         "its precision is the share of the runs it pays that the answer key calls right, to set against the "

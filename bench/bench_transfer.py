@@ -20,7 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import agent_options, command_line, env_by_label, load1, machine, utc_now, write_section
+from _common import (
+    agent_options,
+    command_line,
+    env_by_label,
+    has_python_tool,
+    load1,
+    machine,
+    options_for,
+    utc_now,
+    write_section,
+)
 
 KEYS = [("Acc@t1", "acc_t1"), ("Acc@t2", "acc_t2"), ("Δi→c", "delta_i_to_c"), ("Δc→i", "delta_c_to_i"),
         ("vacuous", "vacuous_check_rate"), ("vacuous, separable", "vacuous_separable_rate")]
@@ -36,10 +46,9 @@ def evaluate_model(model: str, names: list[str], n: int, options: dict[str, Any]
     from training.eval import evaluate
 
     envs = [env_by_label(name) for name in names]
-    python = [e for e in envs if any(t.name == "python" for t in e.tools())]
-    # the code protocol runs fenced Python: envs without a python tool call their tools in JSON
-    others = (options | {"protocol": "json"}) if options.get("protocol") == "code" else options
-    groups = [(python, probes, options), ([e for e in envs if e not in python], [], others)]
+    python = [e for e in envs if has_python_tool(e)]
+    rest = [e for e in envs if e not in python]
+    groups = [(python, probes, options), (rest, [], options_for(rest[0], options) if rest else options)]
     policy = HFPolicy.from_pretrained(model)
     try:
         reports = [evaluate(policy, group, n=n, model=model, probes=p, **opts) for group, p, opts in groups if group]

@@ -171,7 +171,7 @@ def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = 
     if not nodes:
         return False
     done = set().union(*(_expressions(_code(m)) for m in before))
-    computing = [n for n in nodes if isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n))]
+    computing = [n for n in nodes if _computes(n)]
     return bool(computing) and all(isinstance(n, ast.BinOp) and ast.dump(n) in done for n in computing)
 
 
@@ -242,7 +242,7 @@ def computes_nothing(code: object, question_numbers: set[float]) -> bool:
     nodes = _nodes(code)
     if nodes is None:
         return False
-    if not any(isinstance(n, _COMPUTING) or (isinstance(n, ast.Call) and not _is_print(n)) for n in nodes):
+    if not any(_computes(n) for n in nodes):
         return True
     literals = _number_literals(nodes)
     return bool(literals) and bool(question_numbers) and not literals & question_numbers
@@ -250,6 +250,11 @@ def computes_nothing(code: object, question_numbers: set[float]) -> bool:
 
 _COMPUTING = (ast.BinOp, ast.BoolOp, ast.Compare, ast.Subscript, ast.For, ast.While, ast.comprehension,
               ast.FunctionDef, ast.Lambda)
+
+
+def _computes(node: ast.AST) -> bool:
+    """An operation, loop, definition or call other than ``print``: a node that computes something."""
+    return isinstance(node, _COMPUTING) or (isinstance(node, ast.Call) and not _is_print(node))
 
 
 def _is_print(call: ast.Call) -> bool:
