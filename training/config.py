@@ -98,6 +98,10 @@ class RewardConfig(_Section):
     format: float = 0.0
     tool: float = 0.0
     check: float = 0.0  # −weight × last score when the verify step computed nothing new (a vacuous check)
+    # what `check` counts as computing nothing new: "call", only the first attempt's own calls again (the
+    # rule every run before BENCHMARKS round 14 trained with); "computation", the same arithmetic in any
+    # form too (`x = E` / `print(x)` after `print(E)`), the rule the vacuous-check metric counts by
+    check_rule: Literal["call", "computation"] = "call"
     # label-free signals (training.signals; audit them first: `anchorloop audit`), no answer key read:
     majority: float = 0.0  # 1 when the answer is the group's unique most common one (TTRL)
     self_judge: float = 0.0  # the policy's consistency-weighted win rate over its group's answers (SERL), in [0, 1]

@@ -83,8 +83,9 @@ class AgentRollout:
 
     def __init__(self, build: Callable[[Any], tuple[Any, Any]], env: Env, tasks: list[Task], *,
                  injector: Callable[[Any], Any] | None = None, signals: Sequence[str] = (),
-                 injected_redraws: int = 0) -> None:
+                 injected_redraws: int = 0, check_rule: str = "call") -> None:
         self.build = build
+        self.check_rule = check_rule  # what the check reward counts as a repeat (RewardConfig.check_rule)
         self.signals = check_signals(signals)  # label-free signals computed on each batch (training.labelfree)
         self.group_size: int | None = None  # the trainer's num_generations, read on each call
         self.make_injector = injector  # policy → training.injection.ErrorInjector (injected_errors > 0)
@@ -122,7 +123,7 @@ class AgentRollout:
             "env_mask": [r.env_mask for r in rows],
             "first_attempt_mask": [r.attempt_mask(0) for r in rows],
             **({"turn_credit": [turn_credit_tokens(r) for r in rows]} if "belief" in self.signals else {}),
-            **reward_fields(trajectories),
+            **reward_fields(trajectories, check_rule=self.check_rule),
         }
 
     async def _collect(self, tasks: list[Task]) -> list[Trajectory]:
@@ -422,8 +423,8 @@ def _stop_if_all_failed(step: int, trajectories: list[Trajectory]) -> None:
                            "Fix the cause, then continue from the last checkpoint with --resume.")
 
 
-def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
-    """The per-row values the reward functions read."""
+def reward_fields(trajectories: list[Trajectory], *, check_rule: str = "call") -> dict[str, list]:
+    """The per-row values the reward functions read; ``check_rule`` is ``RewardConfig.check_rule``."""
     return {
         "first_score": [t.first_score for t in trajectories],
         "last_score": [t.last_score for t in trajectories],
@@ -432,9 +433,10 @@ def reward_fields(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_calls": [t.tool_calls for t in trajectories],
         "tool_errors": [t.tool_errors for t in trajectories],
         "num_attempts": [len(t.attempts) for t in trajectories],
-        # the check reward's rule as its runs in BENCHMARKS measured it: only the same call is a repeat (the
-        # metrics count the same arithmetic in any form; the reward has not been re-measured with that rule)
-        "vacuous_check": [int(bool(is_vacuous_check(t, any_form=False))) for t in trajectories],
+        # "call": only the same call is a repeat, the rule the check reward had in BENCHMARKS rounds 2-13;
+        # "computation": the same arithmetic in any form, the metrics' rule
+        "vacuous_check": [int(bool(is_vacuous_check(t, any_form=check_rule == "computation")))
+                          for t in trajectories],
         "injected": [int(t.starts_injected) for t in trajectories],
         **signal_fields(trajectories),
     }

@@ -45,7 +45,7 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
     injected = [t for t in trajectories if t.starts_injected and not t.attempts[0].replayed]
     replayed = [t for t in trajectories if t.starts_injected and t.attempts[0].replayed]
     m = compute_metrics([t for t in trajectories if not t.starts_injected])
-    fields = reward_fields(trajectories) | {"stage": [stage] * len(trajectories)}
+    fields = reward_fields(trajectories, check_rule=rewards.check_rule) | {"stage": [stage] * len(trajectories)}
     totals = total_rewards(rewards, fields)
     groups: dict[str, list[float]] = {}
     for t, r in zip(trajectories, totals, strict=True):

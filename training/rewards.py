@@ -46,8 +46,9 @@ def tool_score(completions: Sequence[Any], tool_calls: Sequence[int], tool_error
 def fresh_check(completions: Sequence[Any], vacuous_check: Sequence[int], last_score: Sequence[float],
                 **_: Any) -> list[float]:
     """−(last score) when the verify step computed nothing new (no tool call, the first attempt's own
-    calls again, or nothing computed from the question: ``training.metrics.is_vacuous_check`` with
-    ``any_form=False``, so the same arithmetic written in another form is not charged): a right
+    calls again, or nothing computed from the question: ``training.metrics.is_vacuous_check``; under
+    ``RewardConfig.check_rule = "call"``, the default, with ``any_form=False``, so the same arithmetic
+    written in another form is not charged, under ``"computation"`` it is): a right
     answer kept by such a check is worth less than one kept by a real check. Wrong answers are not
     charged: a charge there pays any wrong computation over a vacuous one, and within four steps at
     lr 1e-4 the verify turn learned to print long made-up products of the question's numbers."""
@@ -76,7 +77,7 @@ TERMS: dict[str, Callable[..., list[float]]] = {
 
 def reward_functions(weights: RewardConfig) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """The non-zero terms and their weights, in the form ``GRPOTrainer`` takes."""
-    chosen = [(TERMS[name], w) for name, w in weights.model_dump().items() if w]
+    chosen = [(TERMS[name], w) for name, w in weights.model_dump().items() if name in TERMS and w]
     if not chosen:
         raise ValueError("Every reward weight is 0; set at least rewards.correctness.")
     return [f for f, _ in chosen], [w for _, w in chosen]

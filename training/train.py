@@ -163,7 +163,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, model: Any = None, toke
                              replay_own=tr.replay_own_errors)
 
     rollout = AgentRollout(build, env, tasks, injector=injector if tr.injected_errors else None,
-                           signals=cfg.signals(), injected_redraws=tr.injected_redraws)
+                           signals=cfg.signals(), injected_redraws=tr.injected_redraws,
+                           check_rule=cfg.rewards.check_rule)
     curve_tasks = env.tasks("test", n=tr.curve_tasks, seed=cfg.env.seed)
 
     greedy_agent: list[Any] = []  # built once, on the first curve point, for the policy the rollout uses

@@ -192,3 +192,12 @@ def test_refuse_repeats_reaches_the_agent(tmp_path):
     assert load_config(path).agent.build_options()["refuse_repeats"] is True
     path.write_text("[agent]\nmax_turns = 4\n")
     assert load_config(path).agent.build_options()["refuse_repeats"] is False
+
+
+def test_the_check_rule_is_one_of_two_and_reaches_the_rollout(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[rewards]\ncheck = 0.5\ncheck_rule = 'computation'\n")
+    assert load_config(path).rewards.check_rule == "computation"
+    path.write_text("[rewards]\ncheck_rule = 'text'\n")
+    with pytest.raises(ConfigError, match="check_rule"):
+        load_config(path)

@@ -168,13 +168,15 @@ def test_the_first_attempts_arithmetic_written_in_another_form_is_still_a_repeat
     assert is_vacuous_check(_checked_with(check, first_code=first)) is True
 
 
-def test_the_check_reward_charges_only_the_same_call_as_its_runs_were_measured():
+def test_the_check_reward_counts_repeats_by_call_unless_told_to_count_by_computation():
     from training.grpo import reward_fields
 
     renamed = _checked_with("x = 48 + 36 + 7\nprint(x)", first_code="print(48 + 36 + 7)")
     same = _checked_with("print(48 + 36 + 7)", first_code="print(48 + 36 + 7)")
+    other_route = _checked_with("a = 36 + 7\nprint(48 + a)", first_code="print(48 + 36 + 7)")
     assert compute_metrics([renamed]).vacuous_check_rate.value == 1.0
-    assert reward_fields([renamed, same])["vacuous_check"] == [0, 1]
+    assert reward_fields([renamed, same, other_route])["vacuous_check"] == [0, 1, 0]
+    assert reward_fields([renamed, same, other_route], check_rule="computation")["vacuous_check"] == [1, 1, 0]
 
 
 @pytest.mark.parametrize("code", ["print(489)", "print(-489.0)", "x = 489\nprint(x)", "print(489 * 1)"])
