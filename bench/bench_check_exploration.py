@@ -1,7 +1,10 @@
 """Can sampling find a fix at all? The verify step sampled K times on the model's own wrong first attempts
-(greedy, as evaluation decodes them) and on injected ones (one change of its own code, as the probe makes
-them), at each verify temperature. RL can only reinforce a fix the policy samples: a fix rate of 0 on the
-model's own errors means training on them has nothing to learn from, whatever the reward.
+(greedy, as evaluation decodes them), on injected ones (one change of its own code, as the probe makes
+them) and on its own right ones, at each verify temperature. RL can only reinforce a fix the policy samples:
+a fix rate of 0 on the model's own errors means training on them has nothing to learn from, whatever the
+reward. Likewise a check that reaches the answer by another route (it computes something the first attempt
+did not, by ``training.metrics.is_vacuous_check``, and still ends right) can only be rewarded if it is sampled:
+the last column counts those.
 
     .venv/bin/python bench/bench_check_exploration.py --config configs/long-expressions.toml --tasks 32 \
         --samples 4 --temperature 0.3 --temperature 1.0 [--exemplars rewrite --exemplars assign] [--model PATH]
@@ -26,8 +29,8 @@ HEADING = "## Check exploration: own errors and injected ones"
 
 
 async def given_attempts(policy, env, tasks, options, max_new_tokens, seed):
-    """(own, injected): task id → the model's own wrong greedy first attempt, and → a one-change variant
-    of its own first-attempt code (every task whose code allows one)."""
+    """(own, injected, right): task id → the model's own wrong greedy first attempt, → a one-change variant
+    of its own first-attempt code (every task whose code allows one), and → its own right first attempt."""
     from agent.policy import SamplingParams
     from training.injection import first_attempt_code, injected_attempt, own_attempt, python_tool_of
     from training.rollout import build_env_agent, rollout
@@ -36,19 +39,20 @@ async def given_attempts(policy, env, tasks, options, max_new_tokens, seed):
     first_agent = build_env_agent(policy, env, sampling=greedy, **options | {"self_correct": False})
     firsts = await rollout(first_agent, env, tasks)
     python, rng = python_tool_of(env, "this benchmark"), random.Random(seed)
-    own, injected = {}, {}
+    own, injected, right = {}, {}, {}
     for task, traj in zip(tasks, firsts, strict=True):
-        if traj.attempts and not traj.attempts[0].right:
-            own[task.id] = own_attempt(traj)
+        if traj.attempts:
+            (right if traj.attempts[0].right else own)[task.id] = own_attempt(traj)
         code = first_attempt_code(traj)
         if code and (made := await injected_attempt("wrong-output", code, task, env, python, rng)):
             injected[task.id] = made
-    return own, injected
+    return own, injected, right
 
 
 async def sampled_checks(policy, env, tasks, given, options, temperature, samples, max_new_tokens):
     """Every task in ``given`` run ``samples`` times from its given attempt, the verify step sampled at
-    ``temperature``: (runs fixed, runs, tasks fixed at least once, tasks, vacuous checks)."""
+    ``temperature``: (runs ending right, runs, tasks right at least once, tasks, vacuous checks, checks that
+    computed something new and ended right)."""
     from agent.policy import SamplingParams
     from training.metrics import is_vacuous_check
     from training.rollout import build_env_agent, rollout
@@ -58,8 +62,9 @@ async def sampled_checks(policy, env, tasks, given, options, temperature, sample
     chosen = [t for t in tasks if t.id in given]
     runs = await rollout(agent, env, chosen, num_generations=samples, first_attempts=given)
     fixed_tasks = {r.task_id for r in runs if r.last_right}
-    return (sum(r.last_right for r in runs), len(runs), len(fixed_tasks), len(chosen),
-            sum(bool(is_vacuous_check(r)) for r in runs))
+    vacuous = [bool(is_vacuous_check(r)) for r in runs]
+    return (sum(r.last_right for r in runs), len(runs), len(fixed_tasks), len(chosen), sum(vacuous),
+            sum(r.last_right and is_vacuous_check(r) is False for r in runs))
 
 
 def main() -> None:
@@ -70,11 +75,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="sampled checks per given attempt")
     parser.add_argument("--temperature", type=float, action="append", help="verify temperature (repeatable)")
     parser.add_argument("--exemplars", action="append", help="exemplar set (repeatable); default: the config's")
-    parser.add_argument("--given", choices=["own", "injected", "both"], default="both",
-                        help="which first attempts to sample checks on")
+    parser.add_argument("--given", choices=["own", "injected", "right", "all"], action="append",
+                        help="which first attempts to sample checks on: the model's own wrong ones, injected "
+                        "errors, its own right ones (repeatable; default: own and injected)")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing BENCHMARKS.md")
     args = parser.parse_args()
     temperatures = args.temperature or [0.3, 1.0]
+    kinds = {"own": "own (greedy) errors", "injected": "injected errors", "right": "own right answers"}
+    given_kinds = list(kinds) if "all" in (args.given or []) else args.given or ["own", "injected"]
 
     from agent.hf_policy import HFPolicy
     from training.config import load_config
@@ -90,17 +98,19 @@ def main() -> None:
         rows = []
         for exemplars in args.exemplars or [config.agent.exemplars]:
             options = config.agent.build_options() | {"exemplars": exemplars}
-            own, injected = asyncio.run(given_attempts(policy, env, tasks, options, config.agent.max_new_tokens, 0))
+            own, injected, right = asyncio.run(given_attempts(policy, env, tasks, options,
+                                                              config.agent.max_new_tokens, 0))
+            given_by_kind = {"own": own, "injected": injected, "right": right}
             for temperature in temperatures:
-                for kind, given in (("own (greedy) errors", own), ("injected errors", injected)):
-                    if args.given != "both" and not kind.startswith(args.given):
-                        continue
-                    fixed, runs, tasks_fixed, n_tasks, vacuous = asyncio.run(sampled_checks(
-                        policy, env, tasks, given, options, temperature, args.samples, config.agent.max_new_tokens))
-                    rate = wilson(fixed, runs)
-                    rows.append(f"| {exemplars} | {temperature} | {kind} | {n_tasks} | {runs} | {fixed} "
+                for key in given_kinds:
+                    ended_right, runs, tasks_right, n_tasks, vacuous, routes = asyncio.run(sampled_checks(
+                        policy, env, tasks, given_by_kind[key], options, temperature, args.samples,
+                        config.agent.max_new_tokens))
+                    rate, route = wilson(ended_right, runs), wilson(routes, runs)
+                    rows.append(f"| {exemplars} | {temperature} | {kinds[key]} | {n_tasks} | {runs} | {ended_right} "
                                 f"({100 * rate.value:.1f}% [{100 * rate.low:.1f}, {100 * rate.high:.1f}]) | "
-                                f"{tasks_fixed}/{n_tasks} | {100 * vacuous / runs if runs else 0:.0f}% |")
+                                f"{tasks_right}/{n_tasks} | {100 * vacuous / runs if runs else 0:.0f}% | {routes} "
+                                f"({100 * route.value:.1f}% [{100 * route.low:.1f}, {100 * route.high:.1f}]) |")
                     print(rows[-1], flush=True)
     finally:
         policy.close()
@@ -113,8 +123,9 @@ def main() -> None:
         f"attempts greedy; {args.samples} sampled checks per given attempt; wall time "
         f"{(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start).", "",
         "| exemplars | verify temperature | first attempt given | tasks | checks sampled | "
-        "checks that fixed it [95% CI] | tasks fixed at least once | vacuous checks |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "checks ending right [95% CI] | tasks right at least once | vacuous checks "
+        "| new computation, ending right [95% CI] |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
         *rows, "",
     ])
     print(section)
