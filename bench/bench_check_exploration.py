@@ -52,7 +52,7 @@ async def given_attempts(policy, env, tasks, options, max_new_tokens, seed):
 async def sampled_checks(policy, env, tasks, given, options, temperature, samples, max_new_tokens):
     """Every task in ``given`` run ``samples`` times from its given attempt, the verify step sampled at
     ``temperature``: (runs ending right, runs, tasks right at least once, tasks, vacuous checks, checks that
-    computed something new and ended right)."""
+    computed something new and ended right), and the runs."""
     from agent.policy import SamplingParams
     from training.metrics import is_vacuous_check
     from training.rollout import build_env_agent, rollout
@@ -64,7 +64,7 @@ async def sampled_checks(policy, env, tasks, given, options, temperature, sample
     fixed_tasks = {r.task_id for r in runs if r.last_right}
     vacuous = [bool(is_vacuous_check(r)) for r in runs]
     return (sum(r.last_right for r in runs), len(runs), len(fixed_tasks), len(chosen), sum(vacuous),
-            sum(r.last_right and is_vacuous_check(r) is False for r in runs))
+            sum(r.last_right and is_vacuous_check(r) is False for r in runs)), runs
 
 
 def main() -> None:
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--given", choices=["own", "injected", "right", "all"], action="append",
                         help="which first attempts to sample checks on: the model's own wrong ones, injected "
                         "errors, its own right ones (repeatable; default: own and injected)")
+    parser.add_argument("--save", type=Path, metavar="FILE", help="write every sampled run to this JSONL file "
+                        "(each line labelled with its exemplars, temperature and kind of first attempt)")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing BENCHMARKS.md")
     args = parser.parse_args()
     temperatures = args.temperature or [0.3, 1.0]
@@ -94,6 +96,7 @@ def main() -> None:
     model = args.model or config.model.name
     load, started = load1(), time.perf_counter()
     policy = HFPolicy.from_pretrained(model)
+    saved: dict[str, list] = {}
     try:
         rows = []
         for exemplars in args.exemplars or [config.agent.exemplars]:
@@ -103,9 +106,10 @@ def main() -> None:
             given_by_kind = {"own": own, "injected": injected, "right": right}
             for temperature in temperatures:
                 for key in given_kinds:
-                    ended_right, runs, tasks_right, n_tasks, vacuous, routes = asyncio.run(sampled_checks(
+                    (ended_right, runs, tasks_right, n_tasks, vacuous, routes), sampled = asyncio.run(sampled_checks(
                         policy, env, tasks, given_by_kind[key], options, temperature, args.samples,
                         config.agent.max_new_tokens))
+                    saved[f"{exemplars} {temperature} {key}"] = sampled
                     rate, route = wilson(ended_right, runs), wilson(routes, runs)
                     rows.append(f"| {exemplars} | {temperature} | {kinds[key]} | {n_tasks} | {runs} | {ended_right} "
                                 f"({100 * rate.value:.1f}% [{100 * rate.low:.1f}, {100 * rate.high:.1f}]) | "
@@ -114,6 +118,10 @@ def main() -> None:
                     print(rows[-1], flush=True)
     finally:
         policy.close()
+    if args.save:
+        from training.eval import save_trajectories
+
+        save_trajectories(saved, args.save)
     section = "\n".join([
         HEADING, "",
         f"Command: `{command_line('bench_check_exploration.py')}`  ",

@@ -162,7 +162,9 @@ def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = 
     (whitespace aside), or (``any_form``) code whose every arithmetic operation one of them already
     computed and that computes nothing else (``x = 48 + 36 * 7`` / ``print(x)`` repeats
     ``print(48 + 36 * 7)``: a new name or a ``print`` is not a new computation; ``a = 36 * 7`` /
-    ``print(48 + a)`` is another route)."""
+    ``print(48 + a)`` is another route), or code that computes each of their whole expressions again,
+    whatever it adds (``a = 36 * 7`` / ``b = 48 + 9 * 5`` / ``print(b)`` repeats ``print(48 + 9 * 5)``:
+    an unrelated extra line is not another route to the answer)."""
     if _call_key(call) in {_call_key(m) for m in before}:
         return True
     if not any_form:
@@ -172,7 +174,10 @@ def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = 
         return False
     done = set().union(*(_expressions(_code(m)) for m in before))
     computing = [n for n in nodes if _computes(n)]
-    return bool(computing) and all(isinstance(n, ast.BinOp) and ast.dump(n) in done for n in computing)
+    if computing and all(isinstance(n, ast.BinOp) and ast.dump(n) in done for n in computing):
+        return True
+    whole = set().union(*(_whole_expressions(_code(m)) for m in before))
+    return bool(whole) and whole <= _expressions(_code(call))
 
 
 def rereads_question(traj: Trajectory) -> bool | None:
@@ -218,6 +223,14 @@ def _nodes(code: object) -> list[ast.AST] | None:
 def _expressions(code: object) -> set[str]:
     """AST dumps of every operation in a piece of code (empty when it is not code or does not parse)."""
     return {ast.dump(n) for n in _nodes(code) or [] if isinstance(n, ast.BinOp)}
+
+
+def _whole_expressions(code: object) -> set[str]:
+    """AST dumps of the operations in a piece of code that are no part of a larger one (``48 + 9 * 5``, not
+    ``9 * 5``): what the code computes as its results."""
+    operations = [n for n in _nodes(code) or [] if isinstance(n, ast.BinOp)]
+    parts = {id(child) for n in operations for child in (n.left, n.right)}
+    return {ast.dump(n) for n in operations if id(n) not in parts}
 
 
 def _code(call: dict) -> object:
