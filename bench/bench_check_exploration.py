@@ -2,9 +2,10 @@
 (greedy, as evaluation decodes them), on injected ones (one change of its own code, as the probe makes
 them) and on its own right ones, at each verify temperature. RL can only reinforce a fix the policy samples:
 a fix rate of 0 on the model's own errors means training on them has nothing to learn from, whatever the
-reward. Likewise a check that reaches the answer by another route (it computes something the first attempt
-did not, by ``training.metrics.is_vacuous_check``, and still ends right) can only be rewarded if it is sampled:
-the last column counts those.
+reward. Likewise a check that reaches the answer by another route can only be rewarded if it is sampled: the
+last column counts checks that computed something the first attempt did not (by
+``training.metrics.is_vacuous_check``), printed the run's final answer themselves, and ended right (a check
+that computes something unrelated and then keeps the answer is not one).
 
     .venv/bin/python bench/bench_check_exploration.py --config configs/long-expressions.toml --tasks 32 \
         --samples 4 --temperature 0.3 --temperature 1.0 [--exemplars rewrite --exemplars assign] [--model PATH]
@@ -51,8 +52,8 @@ async def given_attempts(policy, env, tasks, options, max_new_tokens, seed):
 
 async def sampled_checks(policy, env, tasks, given, options, temperature, samples, max_new_tokens):
     """Every task in ``given`` run ``samples`` times from its given attempt, the verify step sampled at
-    ``temperature``: (runs ending right, runs, tasks right at least once, tasks, vacuous checks, checks that
-    computed something new and ended right), and the runs."""
+    ``temperature``: (runs ending right, runs, tasks right at least once, tasks, vacuous checks, checks by
+    another route), and the runs."""
     from agent.policy import SamplingParams
     from training.metrics import is_vacuous_check
     from training.rollout import build_env_agent, rollout
@@ -64,7 +65,17 @@ async def sampled_checks(policy, env, tasks, given, options, temperature, sample
     fixed_tasks = {r.task_id for r in runs if r.last_right}
     vacuous = [bool(is_vacuous_check(r)) for r in runs]
     return (sum(r.last_right for r in runs), len(runs), len(fixed_tasks), len(chosen), sum(vacuous),
-            sum(r.last_right and is_vacuous_check(r) is False for r in runs)), runs
+            sum(by_another_route(r) for r in runs)), runs
+
+
+def by_another_route(run) -> bool:
+    """The verify step computed something new (not vacuous), printed the final answer itself, and it is right."""
+    from training.metrics import is_vacuous_check, normalize_answer, verify_calls
+
+    if not run.last_right or is_vacuous_check(run) is not False:
+        return False
+    answer = normalize_answer(run.attempts[-1].answer)
+    return any(answer in normalize_answer(str(m.get("content"))).split() for m in verify_calls(run)[1])
 
 
 def main() -> None:
@@ -132,7 +143,7 @@ def main() -> None:
         f"{(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start).", "",
         "| exemplars | verify temperature | first attempt given | tasks | checks sampled | "
         "checks ending right [95% CI] | tasks right at least once | vacuous checks "
-        "| new computation, ending right [95% CI] |",
+        "| by another route: new computation, printed the answer, right [95% CI] |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
         *rows, "",
     ])
