@@ -9,7 +9,7 @@ greedy, as ``anchorloop demo`` evaluates. One table goes into BENCHMARKS.md, wit
 - its audited precision (from ``--audit DIR``'s ``audit.json``, when given);
 - held-out Acc@t1, Acc@t2, Δi→c and Δc→i against the base model;
 - answer diversity and the share of groups without signal over the training steps;
-- minutes.
+- minutes (training and evaluation, as first measured).
 
 A killed benchmark picks up where it stopped: finished runs and evaluations under ``--out`` are reused, and an
 unfinished run resumes from its checkpoint.
@@ -108,6 +108,16 @@ def row(signal: str, audit: Path | None, before: Any, after: Any, log: list[dict
             f"| {no_signal} | {minutes:.1f} |")
 
 
+def row_minutes(evaluation: Path, seconds: float) -> float:
+    """Minutes of a row's training and evaluation, kept beside its evaluation: a row reused from an earlier
+    run reports the minutes it took then."""
+    path = evaluation / "minutes.json"
+    if path.is_file():
+        return json.loads(path.read_text())["minutes"]
+    path.write_text(json.dumps({"minutes": seconds / 60}))
+    return seconds / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.toml",
@@ -140,7 +150,7 @@ def main() -> None:
         final = train_once(run_config, console)
         after = evaluate_once(str(final), run_config, args.out / f"eval-{signal}", console)
         lines.append(row(signal, args.audit, before, after, training_log(final.parent),
-                         (time.perf_counter() - clock) / 60))
+                         row_minutes(args.out / f"eval-{signal}", time.perf_counter() - clock)))
         print(lines[-1], flush=True)
     b = before.rows[0].metrics
     label = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
@@ -149,7 +159,7 @@ def main() -> None:
         SECTION, "",
         "  \n".join([f"Command: `{command_line('bench_signals.py')}`", f"Date: {utc_now()}", f"Machine: {machine()}",
                      f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start; "
-                     "minutes per row include its evaluation; a row reused from an earlier run counts ~0)"]), "",
+                     "minutes per row include its evaluation, as measured when the row was first run)"]), "",
         f"Recipe: `{label}` ({config.env.name} {config.env.kwargs}, {tr.steps} steps of {tr.tasks_per_step} tasks × "
         f"{tr.num_generations} runs, lr {tr.learning_rate}), no injected first attempts. Each row trains with its "
         "signal at weight 1 and `format` as configured; `correctness`, `progress` and `check` (they read the answer "
