@@ -111,6 +111,18 @@ BRACKET = [_assigned(Exemplar(
     [Step(tool="python", arguments={"code": "print(48 + 36 * 7)"}), Step(answer="300")],
     [Step(answer="588")],
 )), ASSIGN[1]]
+# The routes the other way round: attempt 1 works the question in named parts (STEPWISE's checks), and the
+# check computes the question's expression whole, as ``assign`` does. A check of that form is never the first
+# attempt's computation again, so keeping a right answer takes another route by construction.
+PARTS = [_assigned(Exemplar(
+    "What is 48 + 36 * 7?",
+    [Step(tool="python", arguments={"code": "a = 63 * 7\nprint(48 + a)"}), Step(answer="489")],
+    [Step(answer="300")],
+)), _assigned(Exemplar(
+    "What is 17 * (23 + 5) - 4?",
+    [Step(tool="python", arguments={"code": "a = 23 + 5\nb = 17 * a\nprint(b - 4)"}), Step(answer="472")],
+    [Step(answer="472")],
+))]
 LOOKUP = [
     Exemplar(
         "In which country is the city of Kyoto?",
@@ -120,7 +132,7 @@ LOOKUP = [
 ]
 # by the check they show
 EXEMPLAR_SETS = {"rewrite": REWRITE + LOOKUP, "stepwise": STEPWISE + LOOKUP, "assign": ASSIGN + LOOKUP,
-                 "bracket": BRACKET + LOOKUP}
+                 "bracket": BRACKET + LOOKUP, "parts": PARTS + LOOKUP}
 EXEMPLARS = EXEMPLAR_SETS["rewrite"]
 
 

@@ -56,7 +56,7 @@ class AgentConfig(_Section):
     verify_instruction: str = ""  # the verify turn's own words; empty: agent.prompts.VERIFY_WITH_TOOLS (or _WITHOUT_)
     # in the verify step, a call identical to the first attempt's is not run: its observation asks for another route
     refuse_repeats: bool = False
-    # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite", "stepwise", "assign", "bracket"
+    # the worked examples (agent.prompts.EXEMPLAR_SETS): "rewrite", "stepwise", "assign", "bracket", "parts"
     exemplars: str = "rewrite"
     # your own LangGraph graph instead of ours: "module:function", a function(model, tools) returning a compiled
     # graph (training.graph_agent; one attempt per run, the verify options above are ignored)

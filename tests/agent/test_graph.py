@@ -363,3 +363,18 @@ def test_attempt_calls_are_those_of_the_current_question_only():
     assert attempt_calls([{"role": "user", "content": "q"}, tool]) == set()  # no verify step yet
     messages = earlier_question + [{"role": "user", "content": "q2"}, later, {"role": "verify", "content": "v"}]
     assert attempt_calls(messages) == {call_key("python", {"code": "print(2)"})}
+
+
+def test_the_parts_exemplars_work_attempt_1_in_parts_and_check_the_question_whole(scripted):
+    from agent.prompts import EXEMPLAR_SETS
+    from training.metrics import repeats_computation
+
+    text = verify_prompt(scripted, "parts")
+    assert "a = 63 * 7\nprint(48 + a)" in text and "x = 48 + 36 * 7\nprint(x)" in text and "300" in text
+    assert "a = 23 + 5\nb = 17 * a\nprint(b - 4)" in text and "x = 17 * (23 + 5) - 4\nprint(x)" in text
+    # the check that keeps the right answer is another computation by the vacuous-check rule
+    kept = EXEMPLAR_SETS["parts"][1]
+    first = [{"tool": s.tool, "arguments": s.arguments} for s in kept.first if s.tool]
+    check = next({"tool": s.tool, "arguments": s.arguments} for s in kept.verify if s.tool)
+    assert not repeats_computation(check, first)
+    assert repeats_computation(check, [check])
