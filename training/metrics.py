@@ -211,13 +211,44 @@ def question_expression(question: str) -> str | None:
 
 
 def _nodes(code: object) -> list[ast.AST] | None:
-    """Every node of a piece of Python code; ``None`` when it is not code or does not parse."""
+    """Every node of a piece of Python code, names bound by a plain assignment read as what they hold
+    (``_named_by_value``); ``None`` when it is not code or does not parse."""
     if not isinstance(code, str):
         return None
     try:
-        return list(ast.walk(ast.parse(code)))
+        return list(ast.walk(_named_by_value(ast.parse(code))))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+
+
+def _named_by_value(tree: ast.Module) -> ast.Module:
+    """``tree`` with each read of a name bound by a plain top-level assignment (``a = 240 + 24``) renamed
+    after the expression it holds, so that renaming a variable is not another computation: ``y = 240 + 24``
+    / ``print(y * 3)`` computes what ``num = 240 + 24`` / ``print(num * 3)`` does. The name stays a name, so
+    ``a = 36 * 7`` / ``print(48 + a)`` still differs from ``print(48 + 36 * 7)``. A name also bound any other
+    way (a loop, ``+=``, a nested block) is left as it is from there on."""
+    held: dict[str, str] = {}
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if isinstance(node.ctx, ast.Load) and node.id in held:
+                return ast.copy_location(ast.Name(id=f"<{held[node.id]}>", ctx=node.ctx), node)
+            return node
+
+    body = []
+    for statement in tree.body:
+        target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else None
+        if isinstance(target, ast.Name):
+            statement.value = Rename().visit(statement.value)
+            held[target.id] = ast.dump(statement.value)
+        else:
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                    held.pop(node.id, None)
+            statement = Rename().visit(statement)
+        body.append(statement)
+    tree.body = body
+    return tree
 
 
 def _expressions(code: object) -> set[str]:

@@ -164,6 +164,7 @@ def test_a_respaced_copy_of_the_first_code_is_still_a_repeat(code):
     ("print(48 + 36 * 7)", "y = 36 * 7\nprint(y)"),  # a part of the same computation
     ("print(421 - 84 * (300 + 51))", "a = 36 * 7\nb = 421 - 84 * (300 + 51)\nprint(b)"),  # plus an unrelated line
     ("x = 599 * (28 + 633)\nprint(x)", "x = 599 * (28 + 633)\nx2 = x * (28 + 633)\nprint(x2)"),  # plus a made-up step
+
 ])
 def test_the_first_attempts_arithmetic_written_in_another_form_is_still_a_repeat(first, check):
     """A name, a ``print`` or brackets are not a new computation: the form must not pass for a check."""
@@ -309,3 +310,17 @@ def test_replaying_own_errors_gives_a_wrong_own_attempt_as_it_is_and_changes_onl
     agent = build_env_agent(policy, env, max_turns=4, exemplars=[])
     run = asyncio.run(run_one(agent, env, tasks[0], first_attempt=given[tasks[0].id]))
     assert run.attempts[0].injected and run.attempts[0].replayed and run.last_right
+
+
+def test_the_same_steps_under_other_names_are_a_repeat():
+    first = "num = 240 + 24\nresult = num * (335 - 16)\nprint(result)"
+    renamed = "x = 84216\ny = 240 + 24\nresult = (y * (335 - 16))\nprint(result)"
+    assert is_vacuous_check(_checked_with(renamed, "What is (240 + 24) * (335 - 16)?", first)) is True
+
+
+def test_a_check_of_a_first_attempt_worked_in_parts_by_the_whole_expression_is_another_route():
+    """The ``parts`` exemplars' shape: the named steps and the one expression compute the answer two ways."""
+    assert is_vacuous_check(_checked_with("x = 48 + 36 * 7\nprint(x)", first_code="a = 36 * 7\nprint(48 + a)")) is False
+    # a name rebound in a loop is not read as its first value
+    looped = "s = 48\nfor _ in range(1):\n    s = s + 36 * 7\nprint(s)"
+    assert is_vacuous_check(_checked_with("x = 48 + 36 * 7\nprint(x)", first_code=looped)) is False
