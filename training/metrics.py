@@ -162,9 +162,11 @@ def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = 
     (whitespace aside), or (``any_form``) code whose every arithmetic operation one of them already
     computed and that computes nothing else (``x = 48 + 36 * 7`` / ``print(x)`` repeats
     ``print(48 + 36 * 7)``: a new name or a ``print`` is not a new computation; ``a = 36 * 7`` /
-    ``print(48 + a)`` is another route), or code that computes each of their whole expressions again,
-    whatever it adds (``a = 36 * 7`` / ``b = 48 + 9 * 5`` / ``print(b)`` repeats ``print(48 + 9 * 5)``:
-    an unrelated extra line is not another route to the answer)."""
+    ``print(48 + a)`` is another route), or code that computes each of their whole expressions again as
+    a result of its own, whatever it adds (``a = 36 * 7`` / ``b = 48 + 9 * 5`` / ``print(b)`` repeats
+    ``print(48 + 9 * 5)``: an unrelated extra line is not another route to the answer). A check that takes
+    a first attempt's part into the whole question (``print((23 - 34) * 688 + 70)``, then
+    ``print(((23 - 34) * 688 + 70) * 791 - 46)``) computes something new."""
     if _call_key(call) in {_call_key(m) for m in before}:
         return True
     if not any_form:
@@ -177,7 +179,7 @@ def repeats_computation(call: dict, before: Sequence[dict], *, any_form: bool = 
     if computing and all(isinstance(n, ast.BinOp) and ast.dump(n) in done for n in computing):
         return True
     whole = set().union(*(_whole_expressions(_code(m)) for m in before))
-    return bool(whole) and whole <= _expressions(_code(call))
+    return bool(whole) and whole <= _whole_expressions(_code(call))
 
 
 def rereads_question(traj: Trajectory) -> bool | None:

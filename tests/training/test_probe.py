@@ -312,6 +312,13 @@ def test_replaying_own_errors_gives_a_wrong_own_attempt_as_it_is_and_changes_onl
     assert run.attempts[0].injected and run.attempts[0].replayed and run.last_right
 
 
+def test_a_check_that_takes_a_first_attempt_s_part_into_the_whole_question_is_new():
+    question = "What is ((23 - 34) * 688 + 70) * 791 - 46?"
+    part, whole = "x = (23 - 34) * 688 + 70\nprint(x)", "x = ((23 - 34) * 688 + 70) * 791 - 46\nprint(x)"
+    assert is_vacuous_check(_checked_with(whole, question, part)) is False
+    assert is_vacuous_check(_checked_with(part, question, whole)) is True  # the part of a whole: nothing new
+
+
 def test_the_same_steps_under_other_names_are_a_repeat():
     first = "num = 240 + 24\nresult = num * (335 - 16)\nprint(result)"
     renamed = "x = 84216\ny = 240 + 24\nresult = (y * (335 - 16))\nprint(result)"
