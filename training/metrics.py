@@ -23,6 +23,7 @@ same thing there, so the plain rate counts such a check as vacuous whichever the
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import re
 from collections import Counter
@@ -242,7 +243,7 @@ def _named_by_value(tree: ast.Module) -> ast.Module:
         target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else None
         if isinstance(target, ast.Name):
             statement.value = Rename().visit(statement.value)
-            held[target.id] = ast.dump(statement.value)
+            held[target.id] = hashlib.sha1(ast.dump(statement.value).encode()).hexdigest()[:16]  # stays short
         else:
             for node in ast.walk(statement):
                 if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):

@@ -331,3 +331,13 @@ def test_a_check_of_a_first_attempt_worked_in_parts_by_the_whole_expression_is_a
     # a name rebound in a loop is not read as its first value
     looped = "s = 48\nfor _ in range(1):\n    s = s + 36 * 7\nprint(s)"
     assert is_vacuous_check(_checked_with("x = 48 + 36 * 7\nprint(x)", first_code=looped)) is False
+
+
+def test_names_read_by_value_stay_short_however_long_the_chain():
+    """Hostile code that rebinds one name thousands of times must not grow the names it is read by."""
+    import ast
+
+    from training.metrics import _nodes
+
+    names = [n.id for n in _nodes("a = 1\n" + "a = a * 2 + 1\n" * 3000 + "print(a)") if isinstance(n, ast.Name)]
+    assert max(map(len, names)) <= 18
