@@ -112,8 +112,8 @@ BRACKET = [_assigned(Exemplar(
     [Step(answer="588")],
 )), ASSIGN[1]]
 # The routes the other way round: attempt 1 works the question in named parts (STEPWISE's checks), and the
-# check computes the question's expression whole, as ``assign`` does. A check of that form is never the first
-# attempt's computation again, so keeping a right answer takes another route by construction.
+# check computes the question's expression whole, as ``assign`` does. A check of that form is another route
+# whenever attempt 1 really worked in parts (SmolLM2 mostly writes the whole expression anyway: BENCHMARKS round 16).
 PARTS = [_assigned(Exemplar(
     "What is 48 + 36 * 7?",
     [Step(tool="python", arguments={"code": "a = 63 * 7\nprint(48 + a)"}), Step(answer="489")],

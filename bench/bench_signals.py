@@ -97,7 +97,8 @@ def pct(rate: Any) -> str:
     return f"{100 * rate.value:.1f}" if rate.n else "–"
 
 
-def row(signal: str, audit: Path | None, before: Any, after: Any, log: list[dict[str, Any]], minutes: float) -> str:
+def row(signal: str, audit: Path | None, before: Any, after: Any, log: list[dict[str, Any]],
+        minutes: float | None) -> str:
     b, a = before.rows[0].metrics, after.rows[0].metrics
     change = f"{100 * (a.acc_t2.value - b.acc_t2.value):+.1f}"
     diversity = f"{log[0]['answer_diversity']:.2f} → {log[-1]['answer_diversity']:.2f}" if log else "–"
@@ -105,17 +106,18 @@ def row(signal: str, audit: Path | None, before: Any, after: Any, log: list[dict
     interval = f"[{100 * a.acc_t2.low:.0f}, {100 * a.acc_t2.high:.0f}]"
     return (f"| `{signal}` | {audited_precision(audit, signal)} | {pct(a.acc_t1)} | {pct(a.acc_t2)} {interval} "
             f"| {change} | {pct(a.delta_i_to_c)} | {pct(a.delta_c_to_i)} | {diversity} "
-            f"| {no_signal} | {minutes:.1f} |")
+            f"| {no_signal} | {'–' if minutes is None else f'{minutes:.1f}'} |")
 
 
-def row_minutes(evaluation: Path, seconds: float) -> float:
+def row_minutes(evaluation: Path, seconds: float, *, measured: bool) -> float | None:
     """Minutes of a row's training and evaluation, kept beside its evaluation: a row reused from an earlier
-    run reports the minutes it took then."""
+    run reports the minutes it took then (``None`` when that run kept none). ``measured``: the row was
+    evaluated now, so ``seconds`` is its time."""
     path = evaluation / "minutes.json"
-    if path.is_file():
-        return json.loads(path.read_text())["minutes"]
-    path.write_text(json.dumps({"minutes": seconds / 60}))
-    return seconds / 60
+    if measured:
+        path.write_text(json.dumps({"minutes": seconds / 60}))
+        return seconds / 60
+    return json.loads(path.read_text())["minutes"] if path.is_file() else None
 
 
 def main() -> None:
@@ -133,6 +135,7 @@ def main() -> None:
     from rich.console import Console
 
     from training.config import load_config
+    from training.eval import EVAL_FILE
     from training.signals import SIGNALS
 
     signals = args.signal or [KEY, "majority", "tool_check", "belief", "self_judge"]
@@ -146,11 +149,12 @@ def main() -> None:
     lines = []
     for signal in signals:
         run_config = signal_config(config, signal, args.out)
-        clock = time.perf_counter()
+        clock, evaluation = time.perf_counter(), args.out / f"eval-{signal}"
+        measured = not (evaluation / EVAL_FILE).is_file()
         final = train_once(run_config, console)
-        after = evaluate_once(str(final), run_config, args.out / f"eval-{signal}", console)
+        after = evaluate_once(str(final), run_config, evaluation, console)
         lines.append(row(signal, args.audit, before, after, training_log(final.parent),
-                         row_minutes(args.out / f"eval-{signal}", time.perf_counter() - clock)))
+                         row_minutes(evaluation, time.perf_counter() - clock, measured=measured)))
         print(lines[-1], flush=True)
     b = before.rows[0].metrics
     label = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config

@@ -238,19 +238,17 @@ def _named_by_value(tree: ast.Module) -> ast.Module:
                 return ast.copy_location(ast.Name(id=f"<{held[node.id]}>", ctx=node.ctx), node)
             return node
 
-    body = []
-    for statement in tree.body:
+    rename = Rename()
+    for statement in tree.body:  # renamed in place: a statement is never itself a name
         target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else None
         if isinstance(target, ast.Name):
-            statement.value = Rename().visit(statement.value)
+            statement.value = rename.visit(statement.value)  # the value may itself be a name (`b = a`)
             held[target.id] = hashlib.sha1(ast.dump(statement.value).encode()).hexdigest()[:16]  # stays short
         else:
             for node in ast.walk(statement):
                 if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
                     held.pop(node.id, None)
-            statement = Rename().visit(statement)
-        body.append(statement)
-    tree.body = body
+            rename.visit(statement)
     return tree
 
 

@@ -164,7 +164,6 @@ def test_a_respaced_copy_of_the_first_code_is_still_a_repeat(code):
     ("print(48 + 36 * 7)", "y = 36 * 7\nprint(y)"),  # a part of the same computation
     ("print(421 - 84 * (300 + 51))", "a = 36 * 7\nb = 421 - 84 * (300 + 51)\nprint(b)"),  # plus an unrelated line
     ("x = 599 * (28 + 633)\nprint(x)", "x = 599 * (28 + 633)\nx2 = x * (28 + 633)\nprint(x2)"),  # plus a made-up step
-
 ])
 def test_the_first_attempts_arithmetic_written_in_another_form_is_still_a_repeat(first, check):
     """A name, a ``print`` or brackets are not a new computation: the form must not pass for a check."""
