@@ -2,7 +2,7 @@
 
 Runs ``training.audit.audit`` (what ``anchorloop audit`` runs) on each ``--env`` with one model, under a
 training config's agent options and sampling temperature (the runs a training step would sample), and
-writes one table per env into BENCHMARKS.md: per signal, the precision and recall of "the signal says
+writes a section per env into BENCHMARKS.md: per signal, the precision and recall of "the signal says
 right" against the share of right runs, the AUROC of the graded signals, and the extra model calls and
 seconds each cost beside the runs' own; then the self-judge's habits. Each env's ``audit.json``,
 ``audit.png`` and trajectories go to ``OUT/audit-ENV``.
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-audit")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--from-saved", action="store_true",
-                        help="sample nothing: write the section from the audits already saved under --out")
+                        help="sample nothing: write the sections from the audits already saved under --out")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -97,25 +97,23 @@ def main() -> None:
     finally:
         if policy is not None:
             policy.close()
-    timing = (f"Saved audits in `{args.out}`, created {', '.join(r.created for r in reports)}" if args.from_saved
-              else f"Wall time: {(time.perf_counter() - started) / 60:.1f} min (1-min load {load:.2f} at the start)")
-    model = args.model
-    if reports:  # what was run, whether now or when saved
-        generations, model = reports[0].generations, reports[0].model or model
-    body = [line for r in reports for line in [*env_table(r), ""]]
-    section = "\n".join([
-        SECTION, "",
-        "  \n".join([f"Command: `{command_line('bench_audit.py')}`", f"Date: {utc_now()}",
-                     f"Machine: {machine()}",
-                     timing]),
-        "", f"`{model}`, held-out tasks, {generations} runs per task sampled at temperature "
-        f"{config.agent.temperature} under the agent options of `{label}` "
-        "(JSON tool calls where an env has no python tool). A signal \"says right\" by the rule in its row; "
-        "its precision is the share of the runs it pays that the answer key calls right, to set against the "
-        "share of right runs. Rates in %, 95% Wilson interval, (n) counted.", "", *body])
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section)
+    wall = (time.perf_counter() - started) / 60
+    for report in reports:  # a section per env, so one env can be audited again without the others
+        timing = (f"Saved audit in `{args.out / f'audit-{report.env}'}`, created {report.created}" if args.from_saved
+                  else f"Wall time: {wall:.1f} min for {', '.join(names)} (1-min load {load:.2f} at the start)")
+        heading = f"{SECTION}: {report.env}"
+        section = "\n".join([
+            heading, "",
+            "  \n".join([f"Command: `{command_line('bench_audit.py')}`", f"Date: {utc_now()}",
+                         f"Machine: {machine()}", timing]),
+            "", f"`{report.model or args.model}`, held-out tasks, {report.generations} runs per task sampled at "
+            f"temperature {config.agent.temperature} under the agent options of `{label}` (JSON tool calls where an "
+            "env has no python tool). A signal \"says right\" by the rule in its row; its precision is the share of "
+            "the runs it pays that the answer key calls right, to set against the share of right runs. Rates in %, "
+            "95% Wilson interval, (n) counted.", "", *env_table(report)])
+        print(section)
+        if not args.no_write:
+            write_section(heading, section)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from agent.policy import MAX_NEW_TOKENS, SamplingParams
 from training.metrics import Metrics, compute_metrics
+from training.progress import Progress
 from training.rollout import build_env_agent, rollout
 from training.trajectory import Trajectory
 

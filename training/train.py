@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from agent.policy import SamplingParams
 from training.config import TrainConfig
+from training.progress import Progress
 from training.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
