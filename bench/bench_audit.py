@@ -8,6 +8,7 @@ seconds each cost beside the runs' own; then the self-judge's habits. Each env's
 ``audit.png`` and trajectories go to ``OUT/audit-ENV``.
 
     .venv/bin/python bench/bench_audit.py --env arithmetic-L2 --env wikiqa --n 128 [--config configs/quickstart.toml]
+    .venv/bin/python bench/bench_audit.py --env wikiqa --rescore    # the saved runs, the signals as they are now
 """
 
 from __future__ import annotations
@@ -67,14 +68,18 @@ def main() -> None:
     parser.add_argument("--num-generations", type=int, help="runs per task (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-audit")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    parser.add_argument("--from-saved", action="store_true",
-                        help="sample nothing: write the sections from the audits already saved under --out")
+    saved = parser.add_mutually_exclusive_group()
+    saved.add_argument("--from-saved", action="store_true",
+                       help="sample nothing: write the sections from the audits already saved under --out")
+    saved.add_argument("--rescore", action="store_true",
+                       help="sample nothing: compute the signals again, as they are now, on the runs saved under "
+                       "--out (after a signal changed), and save the audits there")
     args = parser.parse_args()
 
     from rich.console import Console
 
     from agent.hf_policy import HFPolicy
-    from training.audit import AuditReport, audit
+    from training.audit import AuditReport, audit, rescore
     from training.config import load_config
 
     config = load_config(args.config)
@@ -86,12 +91,17 @@ def main() -> None:
     started, load = time.perf_counter(), load1()
     policy = None if args.from_saved else HFPolicy.from_pretrained(args.model)
     reports = [AuditReport.load(args.out / f"audit-{name}") for name in names] if args.from_saved else []
+    sampled = {r.env: r.created for r in reports}  # when each env's runs were sampled
     try:
         for name in names if policy is not None else []:
-            env = env_by_label(name)
-            report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console,
-                           **options_for(env, options))
-            report.save(args.out / f"audit-{name}")
+            env, folder = env_by_label(name), args.out / f"audit-{name}"
+            if args.rescore:
+                sampled[name] = AuditReport.load(folder).created
+                report = rescore(policy, env, folder, console=console)
+            else:
+                report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console,
+                               **options_for(env, options))
+            report.save(folder)
             reports.append(report)
             print("\n".join(env_table(report)), flush=True)
     finally:
@@ -99,8 +109,11 @@ def main() -> None:
             policy.close()
     wall = (time.perf_counter() - started) / 60
     for report in reports:  # a section per env, so one env can be audited again without the others
-        timing = (f"Saved audit in `{args.out / f'audit-{report.env}'}`, created {report.created}" if args.from_saved
-                  else f"Wall time: {wall:.1f} min for {', '.join(names)} (1-min load {load:.2f} at the start)")
+        folder = args.out / f"audit-{report.env}"
+        timing = (f"Saved audit in `{folder}`, created {report.created}" if args.from_saved else
+                  f"Runs sampled {sampled[report.env]}, saved in `{folder}`; signals computed again "
+                  f"{report.created} ({wall:.1f} min)" if args.rescore else
+                  f"Wall time: {wall:.1f} min for {', '.join(names)} (1-min load {load:.2f} at the start)")
         heading = f"{SECTION}: {report.env}"
         section = "\n".join([
             heading, "",

@@ -57,6 +57,15 @@ class Env:
 
         return supported_by_evidence(answer, observations)
 
+    def answer_key(self, answer: str | None) -> str | None:
+        """What two answers must share to count as the same answer, without the answer key: what
+        ``majority`` votes on, the self-judge compares and answer diversity counts. ``None`` for no
+        answer. Default: ``envs.scoring.answer_key`` (their number, else their normalised text); an env
+        whose answers are text should compare them as its ``score`` does."""
+        from envs.scoring import answer_key
+
+        return answer_key(answer)
+
     def score_details(self, task: Task, answer: str) -> dict[str, Any]:
         """``score`` plus any secondary metrics (F1, what was missing, …) under their own keys."""
         return {"score": self.score(task, answer)}

@@ -45,6 +45,9 @@ class WithTools(Env):
     def score_details(self, task: Task, answer: str) -> dict[str, Any]:
         return self.env.score_details(task, answer)
 
+    def answer_key(self, answer: str | None) -> str | None:
+        return self.env.answer_key(answer)
+
     def supported_by_tools(self, question: str, answer: str, observations: Sequence[str]) -> bool:
         return self.env.supported_by_tools(question, answer, observations)
 

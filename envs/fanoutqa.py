@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envs.base import Env, Split, Task
+from envs.scoring import text_answer_key
 
 if TYPE_CHECKING:
     from tools import Tool
@@ -160,6 +161,9 @@ class FanOutQAEnv(Env):
 
     def score(self, task: Task, answer: str) -> float:
         return answer_in_text(task.reference, answer)[0]
+
+    def answer_key(self, answer: str | None) -> str | None:
+        return text_answer_key(answer)
 
     def score_details(self, task: Task, answer: str) -> dict[str, Any]:
         score, missing = answer_in_text(task.reference, answer)

@@ -128,6 +128,13 @@ name may be a plain string); names are checked here, before any model is loaded.
         score_fn = self.scorer if callable(self.scorer) else scoring.get_scorer(self.scorer)
         return min(1.0, max(0.0, float(score_fn(answer, task.reference))))
 
+    def answer_key(self, answer: str | None) -> str | None:
+        """Text scorers compare answers as text; ``numeric``, ``python_tests`` and a function of yours by
+        the default (their number, else their text)."""
+        if self.scorer in ("exact", "contains", "squad_em", "squad_f1"):
+            return scoring.text_answer_key(answer)
+        return super().answer_key(answer)
+
     async def ascore(self, task: Task, answer: str) -> float:
         if self.scorer == "python_tests":
             return await scoring.apython_tests_score(self._program(task, answer), timeout_s=self.timeout_s)

@@ -168,6 +168,27 @@ def normalize_text(text: str) -> str:
     return text.strip(" \"'`*").rstrip(".!?;:,").strip()
 
 
+def answer_key(answer: str | None) -> str | None:
+    """What two answers must share to count as the same, for a numeric task: their number (``42``,
+    ``42.0`` and ``$42`` are one answer), else their normalised text; ``None`` for no answer or an empty
+    one. ``Env.answer_key``'s default; a text env overrides it (``Apollo 11`` is not ``11``)."""
+    if answer is None:
+        return None
+    number = extract_number(answer)
+    if number is not None:
+        return f"#{number}"
+    return normalize_text(answer) or None
+
+
+def text_answer_key(answer: str | None) -> str | None:
+    """``answer_key`` for an env whose answers are text: the extracted answer under SQuAD's normalisation,
+    so answers are the same when exact match would call them so (``the Beatles`` is ``Beatles``;
+    ``Apollo 11`` is not ``11``)."""
+    if answer is None:
+        return None
+    return squad_normalize(extract_answer(answer)) or None
+
+
 def _references(reference: Any) -> list[str]:
     if isinstance(reference, (list, tuple, set)):
         return [str(r) for r in reference]

@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from envs.base import Env, Split, Task
-from envs.scoring import squad_exact_match, squad_f1, squad_normalize
+from envs.scoring import squad_exact_match, squad_f1, squad_normalize, text_answer_key
 
 if TYPE_CHECKING:
     from tools import Tool
@@ -186,6 +186,9 @@ class WikiQAEnv(Env):
 
     def score(self, task: Task, answer: str) -> float:
         return squad_exact_match(answer, task.reference)
+
+    def answer_key(self, answer: str | None) -> str | None:
+        return text_answer_key(answer)
 
     def score_details(self, task: Task, answer: str) -> dict[str, float]:
         return {"score": self.score(task, answer), "f1": squad_f1(answer, task.reference)}

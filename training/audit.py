@@ -3,6 +3,7 @@
     report = audit(policy, get_env("arithmetic"), n=32, generations=4)
     report.save("runs/audit")      # audit.json, audit.png, trajectories.jsonl
     console.print(report.table())
+    again = rescore(policy, get_env("arithmetic"), "runs/audit")   # the same runs, the signals as they are now
 
 On tasks that do have ground truth, G runs per task are sampled with the agent; each signal is
 computed per run exactly as training computes it (``training.labelfree``) and compared with the
@@ -27,7 +28,7 @@ from pydantic import BaseModel, Field
 from training.judge import GroupJudgement
 from training.labelfree import SignalCost, annotate
 from training.metrics import Rate, compute_metrics, wilson
-from training.signals import SIGNALS, answer_key, check_signals, final_answer
+from training.signals import SIGNALS, AnswerKey, answer_key, check_signals, final_answer, groups_of, key_of
 from training.trajectory import Trajectory
 
 AUDIT_FILE = "audit.json"
@@ -140,22 +141,50 @@ def audit(policy: Any, env: Any, *, n: int, generations: int = 4, signals: Seque
     tasks = env.tasks(split, n=n, seed=seed)
     result = run_tasks(policy, env, tasks, generations=generations, console=console,
                        description=f"{env.name} · audit runs", **agent_kwargs)
-    runs = result.trajectories
+    return audit_runs(policy, env, result.trajectories, generations=generations, signals=names, split=split,
+                      seed=seed, model=model, agent=_jsonable(agent_kwargs), rollout_seconds=result.seconds,
+                      console=console)
+
+
+def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] | None = None,
+            console: Any = None) -> AuditReport:
+    """A saved audit (``AuditReport.save``'s folder) computed again on its own saved runs, by the signals as
+    they are now: after a change to a signal, or to how ``env`` tells answers apart, nothing is sampled
+    again. The runs, their truth and the seconds they took are the saved ones."""
+    from training.trajectory import load_jsonl
+
+    saved = Path(saved)
+    before = AuditReport.load(saved)
+    runs = load_jsonl(saved / TRAJECTORIES_FILE)
+    for t in runs:  # what the signals wrote then
+        t.signals, t.belief_curve = {}, []
+    return audit_runs(policy, env, runs, generations=before.generations, signals=signals or before.signals,
+                      split=before.split, seed=before.seed, model=before.model, agent=before.agent,
+                      rollout_seconds=before.rollout_seconds, console=console)
+
+
+def audit_runs(policy: Any, env: Any, runs: list[Trajectory], *, generations: int,
+               signals: Sequence[str] = SIGNALS, split: str = "test", seed: int = 0, model: str = "",
+               agent: dict[str, Any] | None = None, rollout_seconds: float = 0.0, console: Any = None) -> AuditReport:
+    """The audit of runs already sampled (``generations`` per task, scored by ``env``): each signal computed
+    as training computes it, then compared with the runs' truth."""
+    names = check_signals(signals)
+    work = annotate(runs, env, names, policy=policy, first_answers=False)
     if console is not None:
         with console.status(f"computing {', '.join(names)} …"):
-            annotation = asyncio.run(annotate(runs, env, names, policy=policy, first_answers=False))
+            annotation = asyncio.run(work)
     else:
-        annotation = asyncio.run(annotate(runs, env, names, policy=policy, first_answers=False))
+        annotation = asyncio.run(work)
     rows = [AuditRow(task_id=t.task_id, group=t.group, answer=final_answer(t), right=t.last_right,
                      signals={s: t.signals[s] for s in names}) for t in runs]
     metrics = compute_metrics(runs)
     return AuditReport(
-        model=model, env=env.name, split=split, n=len(tasks), generations=generations, seed=seed, signals=names,
-        agent=_jsonable(agent_kwargs), runs=len(runs), accuracy=metrics.acc_t2,
+        model=model, env=env.name, split=split, n=len(groups_of(runs)), generations=generations, seed=seed,
+        signals=names, agent=agent or {}, runs=len(runs), accuracy=metrics.acc_t2,
         confirmatory_rate=metrics.confirmatory_rate,
         audits=[signal_audit(s, rows, annotation.costs.get(s, SignalCost())) for s in names],
-        judge=judge_bias(annotation.judgements, runs) if "self_judge" in names else None,
-        rollout_seconds=result.seconds, rollout_turns=sum(t.turns for t in runs), rows=rows, trajectories=runs,
+        judge=judge_bias(annotation.judgements, runs, key_of(env)) if "self_judge" in names else None,
+        rollout_seconds=rollout_seconds, rollout_turns=sum(t.turns for t in runs), rows=rows, trajectories=runs,
     )
 
 
@@ -183,15 +212,17 @@ def auroc(scores: Sequence[float], truths: Sequence[bool]) -> float | None:
     return wins / (len(positives) * len(negatives))
 
 
-def judge_bias(judgements: Sequence[GroupJudgement], runs: Sequence[Trajectory]) -> JudgeBias:
-    """The judge's habits, with each answer's truth and frequency read from its group's runs."""
+def judge_bias(judgements: Sequence[GroupJudgement], runs: Sequence[Trajectory],
+               key: AnswerKey = answer_key) -> JudgeBias:
+    """The judge's habits, with each answer's truth and frequency read from its group's runs (answers told
+    apart by ``key``, as the judge told them apart)."""
     right: dict[tuple[str, str], bool] = {}
     written: Counter[tuple[str, str]] = Counter()
     for t in runs:
-        key = answer_key(final_answer(t))
-        if key is not None:
-            right[(t.task_id, key)] = right.get((t.task_id, key), False) or t.last_right
-            written[(t.task_id, key)] += 1
+        shown = key(final_answer(t))
+        if shown is not None:
+            right[(t.task_id, shown)] = right.get((t.task_id, shown), False) or t.last_right
+            written[(t.task_id, shown)] += 1
     pairs = [(j.task_id, v) for j in judgements for v in j.verdicts]
     replies = [(v.forward, "A") for _, v in pairs] + [(v.backward, "A") for _, v in pairs]
     parsed = [vote for vote, _ in replies if vote is not None]

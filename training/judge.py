@@ -1,6 +1,6 @@
 """The ``self_judge`` signal (SERL style): the policy judges pairs of its own group's answers.
 
-Each pair of distinct answers (``training.signals.answer_key``) is shown twice, once in each order,
+Each pair of distinct answers (``Env.answer_key``) is shown twice, once in each order,
 with a short prompt asking which is correct; the reply is parsed for one letter. Asking both ways
 cancels the judge's position bias: a pair is *consistent* when both orders pick the same answer.
 
@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.policy import SamplingParams
-from training.signals import answer_key
+from training.signals import AnswerKey, answer_key
 
 Vote = Literal["A", "B"]
 
@@ -39,13 +39,15 @@ JUDGE_PROMPT = ("Question: {question}\n\nAnswer A: {first}\nAnswer B: {second}\n
 JUDGE_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=8)
 SHOWN_CHARS = 300  # of each answer: a judge prompt stays small
 
-_LETTER = re.compile(r"(?<![A-Za-z])(?:answer\s*)?\(?([AB])\)?(?![A-Za-z])", re.IGNORECASE)
+# a capital letter standing alone, or either case after "answer" or in brackets: the article "a" is no vote
+_LETTER = re.compile(r"(?<![A-Za-z])(?:(?i:answer)\s*:?\s*\(?([ABab])\)?|\(([ABab])\)|([AB]))(?![A-Za-z])")
 
 
 def parse_verdict(reply: str) -> Vote | None:
-    """The one letter the reply names (``"A"``, ``"B."``, ``"Answer B"``, ``"(a)"``); ``None`` when it names
-    neither or both (``"A or B"``, ``"I cannot tell"``)."""
-    letters = {m.upper() for m in _LETTER.findall(reply or "")}
+    """The one letter the reply names (``"A"``, ``"B."``, ``"Answer B"``, ``"answer: b"``, ``"(a)"``); ``None``
+    when it names neither or both (``"A or B"``, ``"I cannot tell"``). A lower-case ``a`` alone is the
+    article, not a vote (``"B is a better answer"`` is B)."""
+    letters = {"".join(groups).upper() for groups in _LETTER.findall(reply or "")}
     return letters.pop() if len(letters) == 1 else None  # type: ignore[return-value]
 
 
@@ -108,10 +110,11 @@ def judge_scores(keys: Sequence[str], verdicts: Sequence[PairVerdict]) -> dict[s
 class SelfJudge:
     """Judges groups of answers with ``policy``; counts its calls and the seconds they took."""
 
-    def __init__(self, policy: Any, *, sampling: SamplingParams = JUDGE_SAMPLING) -> None:
+    def __init__(self, policy: Any, *, key: AnswerKey = answer_key, sampling: SamplingParams = JUDGE_SAMPLING) -> None:
         from agent.chat_format import ChatFormat
 
         self.policy = policy
+        self.key = key  # which answers are the same (``Env.answer_key``)
         self.sampling = sampling
         self.format = ChatFormat(policy.tokenizer)
         self.calls = 0
@@ -126,7 +129,7 @@ class SelfJudge:
             self.seconds += time.perf_counter() - started
 
     async def judge_group(self, task_id: str, question: str, answers: Sequence[str]) -> GroupJudgement:
-        shown = {answer_key(a): a for a in answers if answer_key(a) is not None}
+        shown = {self.key(a): a for a in answers if self.key(a) is not None}
         pairs = list(itertools.combinations(shown, 2))
         replies = await asyncio.gather(*(self._ask(question, shown[a], shown[b])
                                          for x, y in pairs for a, b in ((x, y), (y, x))))

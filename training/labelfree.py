@@ -19,11 +19,11 @@ from training.signals import (
     FIRST,
     NEEDS_MODEL,
     annotate_cheap,
-    answer_key,
     check_signals,
     final_answer,
     first_answer,
     groups_of,
+    key_of,
 )
 from training.trajectory import Trajectory
 
@@ -53,7 +53,7 @@ async def annotate(trajectories: Sequence[Trajectory], env: Any, signals: Sequen
         annotate_cheap(trajectories, env, [name], group_size)
         out.costs[name] = SignalCost(seconds=time.perf_counter() - started)
     if "self_judge" in names:
-        judge = SelfJudge(_need(policy, "self_judge"))
+        judge = SelfJudge(_need(policy, "self_judge"), key=key_of(env))
         out.judgements = await _judge(judge, trajectories, first_answers, group_size)
         out.costs["self_judge"] = SignalCost(calls=judge.calls, seconds=judge.seconds)
     if "belief" in names:
@@ -88,8 +88,8 @@ async def _judge(judge: SelfJudge, trajectories: Sequence[Trajectory], first_ans
     for group, judgement in zip(groups, judgements, strict=True):
         for i in group:
             traj = trajectories[i]
-            for pick, suffix in ((final_answer, ""), (first_answer, FIRST)):
-                key = answer_key(pick(traj))
+            for pick, suffix in ((final_answer, ""), (first_answer, FIRST))[:2 if first_answers else 1]:
+                key = judge.key(pick(traj))
                 traj.signals["self_judge" + suffix] = judgement.scores.get(key, 0.0) if key is not None else 0.0
     return judgements
 

@@ -5,9 +5,10 @@ Each is a number per run in [0, 1] (``belief``: a change of log-probability), wr
 answer (what per-attempt credit reads, ``training.grpo.first_attempt_view``):
 
 - ``majority`` (TTRL): the group's most common answer is the pseudo-label; a run scores 1 when its
-  answer is it, 0 otherwise. Numbers compare as numbers (``envs.scoring.extract_number``), text
-  normalised. Ties: when two or more answers share the top count there is no pseudo-label and every
-  run scores 0 (a coin flip would pay an arbitrary half of the group); runs with no answer never vote.
+  answer is it, 0 otherwise. Answers compare as the env says (``Env.answer_key``: numbers as numbers
+  by default, a text env's as its scorer compares them). Ties: when two or more answers share the top
+  count there is no pseudo-label and every run scores 0 (a coin flip would pay an arbitrary half of the
+  group); runs with no answer never vote, nor do answers the environment injected.
 - ``self_judge`` (SERL): the policy judges pairs of its group's answers, in both orders
   (``training.judge``).
 - ``tool_check``: the anchored signal: 1 when the run's own tool outputs back its answer
@@ -21,11 +22,13 @@ The group is the runs of one task in a batch (GRPO's ``num_generations`` adjacen
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from envs.scoring import extract_number, normalize_text
+from envs.scoring import answer_key
 from training.trajectory import Trajectory
+
+AnswerKey = Callable[[str | None], str | None]
 
 SIGNALS = ("majority", "self_judge", "tool_check", "belief")
 NEEDS_MODEL = ("self_judge", "belief")  # the others are computed from the trajectories alone
@@ -40,22 +43,16 @@ def check_signals(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def answer_key(answer: str | None) -> str | None:
-    """What two answers must share to count as the same: their number (``42``, ``42.0`` and ``$42`` are
-    one answer), else their normalised text. ``None`` for no answer or an empty one."""
-    if answer is None:
-        return None
-    number = extract_number(answer)
-    if number is not None:
-        return f"#{number}"
-    text = normalize_text(answer)
-    return text or None
+def key_of(env: Any) -> AnswerKey:
+    """How ``env`` tells two answers apart (``Env.answer_key``); the numeric-else-text default for an env
+    without the method, or for none."""
+    return getattr(env, "answer_key", None) or answer_key
 
 
-def majority_agreement(answers: Sequence[str | None]) -> list[float]:
-    """1.0 for each answer equal (``answer_key``) to the group's unique most common one, else 0.0; all
-    0.0 when the top count is shared (no pseudo-label) or nobody answered."""
-    keys = [answer_key(a) for a in answers]
+def majority_agreement(answers: Sequence[str | None], key: AnswerKey = answer_key) -> list[float]:
+    """1.0 for each answer equal (by ``key``) to the group's unique most common one, else 0.0; all 0.0 when
+    the top count is shared (no pseudo-label) or nobody answered."""
+    keys = [key(a) for a in answers]
     counts = Counter(k for k in keys if k is not None).most_common()
     if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
         return [0.0] * len(answers)
@@ -63,12 +60,12 @@ def majority_agreement(answers: Sequence[str | None]) -> list[float]:
     return [float(k == label) for k in keys]
 
 
-def answer_diversity(answers: Sequence[str | None]) -> float:
+def answer_diversity(answers: Sequence[str | None], key: AnswerKey = answer_key) -> float:
     """Distinct answers / group size (no answer counts as one more kind): 1/G when the group agrees
     entirely, 1 when every run differs. Falling over training is the collapse label-free rewards risk."""
     if not answers:
         return 0.0
-    return len({answer_key(a) for a in answers}) / len(answers)
+    return len({key(a) for a in answers}) / len(answers)
 
 
 def groups_of(trajectories: Sequence[Trajectory], size: int | None = None) -> list[list[int]]:
@@ -85,11 +82,18 @@ def groups_of(trajectories: Sequence[Trajectory], size: int | None = None) -> li
 
 
 def final_answer(traj: Trajectory) -> str | None:
-    return traj.attempts[-1].answer if traj.attempts else None
+    """The last answer the model wrote; ``None`` when it wrote none (an injected first attempt is the
+    environment's, made from the answer key: it neither votes nor is judged)."""
+    return _own(traj.attempts[-1]) if traj.attempts else None
 
 
 def first_answer(traj: Trajectory) -> str | None:
-    return traj.attempts[0].answer if traj.attempts else None
+    """The first answer, when the model wrote it (``final_answer``)."""
+    return _own(traj.attempts[0]) if traj.attempts else None
+
+
+def _own(attempt: Any) -> str | None:
+    return None if attempt.injected else attempt.answer
 
 
 def observations(traj: Trajectory, before_turn: int | None = None) -> list[str]:
@@ -122,7 +126,7 @@ def annotate_cheap(trajectories: Sequence[Trajectory], env: Any, names: Sequence
     if "majority" in names:
         for group in groups_of(trajectories, group_size):
             for pick, suffix in ((final_answer, ""), (first_answer, FIRST)):
-                agreement = majority_agreement([pick(trajectories[i]) for i in group])
+                agreement = majority_agreement([pick(trajectories[i]) for i in group], key_of(env))
                 for i, value in zip(group, agreement, strict=True):
                     trajectories[i].signals["majority" + suffix] = value
     if "tool_check" in names:

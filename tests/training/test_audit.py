@@ -11,7 +11,7 @@ import pytest
 from envs.base import Env, Task
 from envs.scoring import numeric_match
 from tools import get_tool
-from training.audit import SAYS_RIGHT, AuditReport, AuditRow, audit, auroc, judge_bias, signal_audit
+from training.audit import SAYS_RIGHT, AuditReport, AuditRow, audit, auroc, judge_bias, rescore, signal_audit
 from training.judge import GroupJudgement, PairVerdict
 from training.metrics import wilson
 from training.report import write_report
@@ -136,7 +136,19 @@ def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_
     assert by_name["tool_check"].says_right > 0 and by_name["majority"].says_right > 0
     assert report.judge.pairs > 0 and by_name["self_judge"].cost.calls == 2 * report.judge.pairs
     assert by_name["belief"].cost.calls > 0 and by_name["self_judge"].auroc is not None
+    # the model's signals spend no calls on first answers the audit does not read, and write no value for them
+    assert not {"self_judge_first", "belief_first"} & {name for t in report.trajectories for name in t.signals}
     report.save(tmp_path / "audit")
+    # the saved runs computed again by the signals as they are now: nothing sampled, the same numbers
+    prompts = len(policy.prompts)
+    again = rescore(policy, TimesTable(), tmp_path / "audit")
+    assert len(policy.prompts) - prompts == by_name["self_judge"].cost.calls  # the judge only, no new runs
+    assert (again.n, again.runs, again.rollout_seconds) == (report.n, report.runs, report.rollout_seconds)
+    assert [(r.task_id, r.answer, r.right) for r in again.rows] == [(r.task_id, r.answer, r.right) for r in report.rows]
+    for a, b in zip(again.rows, report.rows):
+        assert a.signals == pytest.approx(b.signals, abs=1e-4)
+    assert [(a.says_right, a.true_positives) for a in again.audits] == [(a.says_right, a.true_positives)
+                                                                        for a in report.audits]
     page = write_report(tmp_path).read_text()
     assert "Label-free signals vs the answer key (audit)" in page and "tool_check" in page
     assert (tmp_path / "plots" / "audit-audit.png").is_file()

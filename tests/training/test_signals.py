@@ -12,7 +12,15 @@ from training.belief import BeliefScorer, belief_credits, belief_gain, turn_cred
 from training.judge import PairVerdict, SelfJudge, judge_scores, parse_verdict
 from training.labelfree import annotate
 from training.rollout import rollout
-from training.signals import answer_diversity, answer_key, check_signals, majority_agreement, tool_check
+from training.signals import (
+    annotate_cheap,
+    answer_diversity,
+    answer_key,
+    check_signals,
+    key_of,
+    majority_agreement,
+    tool_check,
+)
 from training.trajectory import Attempt, Trajectory, TurnSpan
 
 # -- majority -------------------------------------------------------------------------------------
@@ -38,6 +46,42 @@ def test_answer_keys_and_diversity():
     assert answer_diversity(["1", "2", None, "2.0"]) == 0.75
 
 
+def test_answers_compare_as_their_env_scores_them(tmp_path):
+    from envs.jsonl import JsonlEnv
+
+    arithmetic, wikiqa = key_of(get_env("arithmetic")), key_of(get_env("wikiqa"))
+    assert arithmetic("Final answer: 42.0") == arithmetic("$42") and arithmetic("Apollo 11") == arithmetic("11")
+    # text: a number inside a name is not the answer, and SQuAD's normalisation decides what is the same
+    assert wikiqa("Apollo 11") != wikiqa("11") and wikiqa("3 Doors Down") != wikiqa("3 Musketeers")
+    assert wikiqa("The Beatles.") == wikiqa("beatles") and wikiqa("") is None and wikiqa(None) is None
+    assert majority_agreement(["Apollo 11", "11", "Apollo 11"], wikiqa) == [1.0, 0.0, 1.0]
+    assert majority_agreement(["Apollo 11", "11", "11"], wikiqa) == [0.0, 1.0, 1.0]
+    assert answer_diversity(["July 4, 1776", "March 1776"], wikiqa) == 1.0 == 2 * answer_diversity(["1", "1.0"])
+    rows = tmp_path / "q.jsonl"
+    rows.write_text('{"question": "Who?", "answer": "The Beatles"}\n')
+    assert key_of(JsonlEnv(rows, scorer="squad_em"))("Apollo 11") == wikiqa("Apollo 11")
+    assert key_of(JsonlEnv(rows, scorer="numeric"))("Apollo 11") == arithmetic("11")
+    assert key_of(object()) is answer_key  # an env without the method: numbers, else text
+
+
+def own_answers(*attempts: list[Attempt]) -> list[Trajectory]:
+    return [Trajectory(task_id="t", question="What is 6*7?", prompt_ids=[1], completion_ids=[2], env_mask=[1],
+                       logprobs=[0.0], attempts=list(a)) for a in attempts]
+
+
+def test_answers_the_environment_injected_never_vote():
+    injected = Attempt(answer="41", turn=-1, injected=True)
+    # every run starts from the same injected 41; two never answered after it
+    runs = own_answers([injected], [injected], [injected, Attempt(answer="42", turn=1)],
+                       [injected, Attempt(answer="43", turn=1)])
+    annotate_cheap(runs, get_env("arithmetic"), ["majority"])
+    assert [t.signals["majority"] for t in runs] == [0.0] * 4  # 42 and 43 tie: no label, nothing for silence
+    assert [t.signals["majority_first"] for t in runs] == [0.0] * 4
+    runs = own_answers([injected], [injected, Attempt(answer="42", turn=1)], [injected, Attempt(answer="42", turn=1)])
+    annotate_cheap(runs, get_env("arithmetic"), ["majority"])
+    assert [t.signals["majority"] for t in runs] == [0.0, 1.0, 1.0]
+
+
 def test_unknown_signal_names_the_known_ones():
     with pytest.raises(ValueError, match="majority, self_judge, tool_check, belief"):
         check_signals(["majority", "vibes"])
@@ -52,6 +96,9 @@ def test_parse_verdict_takes_one_letter_or_none():
     assert parse_verdict("(A) is correct") == "A"
     assert parse_verdict("A or B") is None and parse_verdict("I cannot tell") is None and parse_verdict("") is None
     assert parse_verdict("Bob") is None
+    # the article "a" is no vote: otherwise every reply using it would lean towards A
+    assert parse_verdict("B is a better answer") == "B" and parse_verdict("It is a guess") is None
+    assert parse_verdict("answer: a") == "A" and parse_verdict("(b)") == "B" and parse_verdict("a") is None
 
 
 def test_a_judge_that_always_says_first_has_its_vote_killed_by_consistency():
@@ -91,14 +138,19 @@ def test_judge_asks_both_orders_through_the_policy(scripted):
     assert scores[answer_key("41")] == scores[answer_key("40")] == 0.375
 
 
-def test_judge_on_the_real_tiny_model_counts_garbage_as_no_vote(tiny_policy):
+def test_judge_on_the_real_tiny_model_scores_its_own_verdicts(tiny_policy):
     judge = SelfJudge(tiny_policy)
     [judgement] = asyncio.run(judge.judge_groups([("t", "What is 2+2?", ["4", "5"])]))
-    assert judge.calls == 2 and len(judgement.verdicts) == 1
-    verdict = judgement.verdicts[0]
-    assert verdict.forward == parse_verdict(verdict.replies[0])
+    assert judge.calls == 2 and len(judgement.verdicts) == 1 and judge.seconds > 0
     assert set(judgement.scores) == {answer_key("4"), answer_key("5")}
-    assert all(0.0 <= s <= 1.0 for s in judgement.scores.values())
+    assert judgement.scores == judge_scores(list(judgement.scores), judgement.verdicts)
+
+
+def test_the_judge_tells_answers_apart_as_the_env_does(scripted):
+    policy = scripted(lambda prompt_ids: "A")
+    judge = SelfJudge(policy, key=key_of(get_env("wikiqa")))
+    judgement = asyncio.run(judge.judge_group("t", "Which mission?", ["Apollo 11", "11", "apollo 11."]))
+    assert len(judgement.verdicts) == 1 and judge.calls == 2  # two answers, not one number
 
 
 # -- tool_check -----------------------------------------------------------------------------------
