@@ -35,8 +35,9 @@ KEY_TERMS = {"correctness": 0.0, "progress": 0.0, "check": 0.0}  # the reward te
 
 
 def signal_config(config: Any, signal: str, out: Path) -> Any:
-    """``config`` with ``signal`` as the reward in place of the answer key, no injected first attempts, and its
-    run in ``out/signal``."""
+    """``config`` with ``signal`` at weight 1 in place of the terms that read the answer key (``KEY_TERMS``), the
+    other signals at 0, no injected first attempts, and its run in ``out/signal``. The config's other terms
+    (``format``, ``tool``) and ``training.belief_turns`` stay as they are."""
     from training.config import RewardConfig
     from training.signals import SIGNALS
 
@@ -166,8 +167,9 @@ def main() -> None:
                      "minutes per row include its evaluation, as measured when the row was first run)"]), "",
         f"Recipe: `{label}` ({config.env.name} {config.env.kwargs}, {tr.steps} steps of {tr.tasks_per_step} tasks × "
         f"{tr.num_generations} runs, lr {tr.learning_rate}), no injected first attempts. Each row trains with its "
-        "signal at weight 1 and `format` as configured; `correctness`, `progress` and `check` (they read the answer "
-        f"key) are 0, except in the `{KEY}` row. Evaluation: {b.n} held-out tasks, greedy, against the answer key. "
+        "signal at weight 1 and `format` and `tool` as configured; `correctness`, `progress` and `check` (they "
+        f"read the answer key) are 0, except in the `{KEY}` row. Evaluation: {b.n} held-out tasks, greedy, "
+        "against the answer key. "
         f"Base model: Acc@t1 {pct(b.acc_t1)}, Acc@t2 {pct(b.acc_t2)}. Precision: the share of runs the signal "
         "paid that were right, in the audit named in the command. Diversity: distinct final answers per group "
         "over the group size, first → last training step (1/G would be collapse). No signal: the share of groups "
