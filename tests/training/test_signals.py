@@ -253,3 +253,27 @@ def test_groups_are_blocks_of_the_group_size_even_for_a_task_drawn_twice():
     assert [t.signals["majority"] for t in runs] == [1.0, 1.0, 0.0, 0.0]  # the second group ties: no label
     with pytest.raises(ValueError, match="groups of 3"):
         groups_of(runs, 3)
+
+
+def test_belief_in_a_first_answer_that_differs_is_its_own_curve(tiny_policy, tokenizer):
+    ids = tokenizer("What is 2 + 3? It is 4. Check: 2 + 3 = 5. It is 5.", add_special_tokens=False)["input_ids"]
+    prompt, completion = ids[:6], ids[6:]
+    spans = [TurnSpan(start=0, end=3, attempt=0), TurnSpan(start=3, end=7, attempt=0),
+             TurnSpan(start=7, end=len(completion), attempt=1)]
+
+    def run(first: str) -> Trajectory:
+        return Trajectory(task_id="t", prompt_ids=prompt, completion_ids=completion, env_mask=[1] * len(completion),
+                          logprobs=[0.0] * len(completion), turn_spans=spans,
+                          attempts=[Attempt(answer=first, turn=1), Attempt(answer="5", turn=2)])
+
+    changed, kept = run("4"), run("5")
+    asyncio.run(annotate([changed, kept], get_env("arithmetic"), ["belief"], policy=tiny_policy))
+    scorer = BeliefScorer(tiny_policy.model, tiny_policy.tokenizer)
+    last = scorer.curve(changed, "5", upto_turn=2)
+    assert changed.signals["belief"] == pytest.approx(belief_gain(last), abs=1e-4) == kept.signals["belief"]
+    # a first answer that differs gets a curve of its own, up to the turn that wrote it
+    assert changed.signals["belief_first"] == pytest.approx(belief_gain(scorer.curve(changed, "4", upto_turn=1)),
+                                                            abs=1e-4)
+    # the same text: the last answer's curve, cut at the first answer's turn
+    assert kept.signals["belief_first"] == pytest.approx(belief_gain(last[:2]), abs=1e-4)
+    assert changed.signals["belief_first"] != pytest.approx(kept.signals["belief_first"], abs=1e-6)
