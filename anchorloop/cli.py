@@ -411,7 +411,10 @@ def audit(
                                                "must differ for its group to say anything).")] = 0.8,
     max_new_tokens: MaxNewTokens = MAX_NEW_TOKENS,
     out: Annotated[Path | None, typer.Option(help="Where audit.json, audit.png and trajectories.jsonl go "
-                                              "(default runs/audit-DATE-TIME).")] = None,
+                                              "(default runs/audit-DATE-TIME, or the --rescore folder).")] = None,
+    rescore: Annotated[Path | None, typer.Option(
+        help="A saved audit's folder: compute the signals again on its saved runs, sampling none (after you "
+        "change a signal or your env's answer_key). --env names the env; the sampling options are not used.")] = None,
 ) -> None:
     """Audit before you train: how far each label-free reward signal agrees with the answer key.
 
@@ -425,16 +428,24 @@ def audit(
     environment = with_tools(get_env(env, **parse_env_args(env_arg)), tool)
     from agent.engines import open_policy
     from agent.policy import SamplingParams
+    from training.audit import TRAJECTORIES_FILE
     from training.audit import audit as run_audit
+    from training.audit import rescore as rescore_audit
 
-    out = out or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
+    if rescore is not None and not (rescore / TRAJECTORIES_FILE).is_file():
+        raise typer.BadParameter(f"{rescore} holds no saved audit runs ({TRAJECTORIES_FILE}); give the --out "
+                                 "folder of an earlier `anchorloop audit`.", param_hint="--rescore")
+    out = out or rescore or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
     console.print(f"Loading model [bold]{model}[/] …")
     policy = open_policy(model, check_engine(engine))
     try:
-        result = run_audit(policy, environment, n=n, generations=num_generations, signals=chosen, split=split,
-                           seed=seed, model=model, console=console, protocol=protocol, max_turns=max_turns,
-                           self_correct=self_correct,
-                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
+        if rescore is not None:
+            result = rescore_audit(policy, environment, rescore, signals=signal and chosen, console=console)
+        else:
+            result = run_audit(policy, environment, n=n, generations=num_generations, signals=chosen, split=split,
+                               seed=seed, model=model, console=console, protocol=protocol, max_turns=max_turns,
+                               self_correct=self_correct,
+                               sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
     finally:
         policy.close()
     console.print(result.table())

@@ -155,6 +155,8 @@ def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] 
 
     saved = Path(saved)
     before = AuditReport.load(saved)
+    if before.env != env.name:
+        raise ValueError(f"The audit in {saved} was sampled on {before.env!r}, not {env.name!r}: name that env.")
     runs = load_jsonl(saved / TRAJECTORIES_FILE)
     for t in runs:  # what the signals wrote then
         t.signals, t.belief_curve = {}, []

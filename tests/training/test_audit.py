@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,6 +46,23 @@ def test_audit_command_end_to_end_on_the_tiny_model(tmp_path):
     assert judge.cost.calls == 2 * report.judge.pairs
     assert report.judge.unparsed.n == 2 * report.judge.pairs
     assert next(a for a in report.audits if a.signal == "majority").cost.calls == 0
+
+    # the same runs, one signal computed again: nothing sampled, the runs and their truth kept
+    again = subprocess.run(
+        [sys.executable, "-m", "anchorloop", "audit", "--env", "arithmetic", "--rescore", str(tmp_path), "--signal",
+         "majority", "--model", "tiny-random"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rescored = AuditReport.load(tmp_path)
+    assert rescored.signals == ["majority"] and rescored.rows[0].signals.keys() == {"majority"}
+    assert [(r.task_id, r.right) for r in rescored.rows] == [(r.task_id, r.right) for r in report.rows]
+    assert rescored.rollout_seconds == report.rollout_seconds
+    wrong_env = subprocess.run(
+        [sys.executable, "-m", "anchorloop", "audit", "--env", "wikiqa", "--rescore", str(tmp_path), "--model",
+         "tiny-random"], capture_output=True, text=True, timeout=600)
+    assert wrong_env.returncode != 0 and "sampled on 'arithmetic'" in " ".join(wrong_env.stdout.split())
+    nothing = subprocess.run([sys.executable, "-m", "anchorloop", "audit", "--rescore", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert nothing.returncode == 2 and "holds no saved audit runs" in nothing.stderr
 
 
 def test_audit_refuses_an_unknown_signal_before_loading_a_model():
