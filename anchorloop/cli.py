@@ -428,26 +428,42 @@ def audit(
     environment = with_tools(get_env(env, **parse_env_args(env_arg)), tool)
     from agent.engines import open_policy
     from agent.policy import SamplingParams
-    from training.audit import TRAJECTORIES_FILE
+    from training.audit import TRAJECTORIES_FILE, AuditReport
     from training.audit import audit as run_audit
     from training.audit import rescore as rescore_audit
+    from training.signals import NEEDS_MODEL
 
-    if rescore is not None and not (rescore / TRAJECTORIES_FILE).is_file():
-        raise typer.BadParameter(f"{rescore} holds no saved audit runs ({TRAJECTORIES_FILE}); give the --out "
-                                 "folder of an earlier `anchorloop audit`.", param_hint="--rescore")
+    needs_model = True
+    if rescore is not None:  # checked before the model loads
+        if not (rescore / TRAJECTORIES_FILE).is_file():
+            raise typer.BadParameter(f"{rescore} holds no saved audit runs ({TRAJECTORIES_FILE}); give the --out "
+                                     "folder of an earlier `anchorloop audit`.", param_hint="--rescore")
+        before = AuditReport.load(rescore)
+        if before.env != environment.name:
+            raise typer.BadParameter(f"its runs were sampled on {before.env!r}: pass --env {before.env}.",
+                                     param_hint="--rescore")
+        needs_model = any(name in NEEDS_MODEL for name in (signal and chosen or before.signals))
+        if needs_model and before.model and model != before.model:
+            raise typer.BadParameter(f"its runs were sampled by {before.model!r}, and the judge and the belief "
+                                     f"read them with that model: pass --model {before.model}.",
+                                     param_hint="--rescore")
     out = out or rescore or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
-    console.print(f"Loading model [bold]{model}[/] …")
-    policy = open_policy(model, check_engine(engine))
+    policy = None
+    if needs_model:
+        console.print(f"Loading model [bold]{model}[/] …")
+        policy = open_policy(model, check_engine(engine))
     try:
         if rescore is not None:
-            result = rescore_audit(policy, environment, rescore, signals=signal and chosen, console=console)
+            result = rescore_audit(policy, environment, rescore, signals=signal and chosen, model=model,
+                                   console=console)
         else:
             result = run_audit(policy, environment, n=n, generations=num_generations, signals=chosen, split=split,
                                seed=seed, model=model, console=console, protocol=protocol, max_turns=max_turns,
                                self_correct=self_correct,
                                sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
     finally:
-        policy.close()
+        if policy is not None:
+            policy.close()
     console.print(result.table())
     path = result.save(out)
     console.print(f"results in {path}, plot in {path.parent / 'audit.png'}, runs in "

@@ -91,13 +91,11 @@ def main() -> None:
     started, load = time.perf_counter(), load1()
     policy = None if args.from_saved else HFPolicy.from_pretrained(args.model)
     reports = [AuditReport.load(args.out / f"audit-{name}") for name in names] if args.from_saved else []
-    sampled = {r.env: r.created for r in reports}  # when each env's runs were sampled
     try:
         for name in names if policy is not None else []:
             env, folder = env_by_label(name), args.out / f"audit-{name}"
             if args.rescore:
-                sampled[name] = AuditReport.load(folder).created
-                report = rescore(policy, env, folder, console=console)
+                report = rescore(policy, env, folder, model=args.model, console=console)
             else:
                 report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console,
                                **options_for(env, options))
@@ -110,9 +108,9 @@ def main() -> None:
     wall = (time.perf_counter() - started) / 60
     for report in reports:  # a section per env, so one env can be audited again without the others
         folder = args.out / f"audit-{report.env}"
-        timing = (f"Saved audit in `{folder}`, created {report.created}" if args.from_saved else
-                  f"Runs sampled {sampled[report.env]}, saved in `{folder}`; signals computed again "
-                  f"{report.created} ({wall:.1f} min)" if args.rescore else
+        again = f"; signals computed again {report.created}" if report.sampled else ""
+        timing = (f"Runs sampled {report.sampled or report.created}, saved in `{folder}`{again}"
+                  + (f" ({wall:.1f} min)" if args.rescore else "") if args.from_saved or args.rescore else
                   f"Wall time: {wall:.1f} min for {', '.join(names)} (1-min load {load:.2f} at the start)")
         heading = f"{SECTION}: {report.env}"
         section = "\n".join([

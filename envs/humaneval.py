@@ -104,6 +104,9 @@ class HumanEvalEnv(Env):
             for p in rows[:n]
         ]
 
+    def answer_key(self, answer: str | None) -> str | None:
+        return scoring.code_answer_key(answer)
+
     def score(self, task: Task, answer: str) -> float:
         program = program_for(task, answer)
         return scoring.python_tests_score(program, timeout_s=self.timeout_s, memory_mb=MEMORY_MB)

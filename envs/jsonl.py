@@ -129,10 +129,14 @@ name may be a plain string); names are checked here, before any model is loaded.
         return min(1.0, max(0.0, float(score_fn(answer, task.reference))))
 
     def answer_key(self, answer: str | None) -> str | None:
-        """Text scorers compare answers as text; ``numeric``, ``python_tests`` and a function of yours by
-        the default (their number, else their text)."""
-        if self.scorer in ("exact", "contains", "squad_em", "squad_f1"):
+        """Answers are the same as the scorer reads them: text for ``exact``, ``contains`` and the SQuAD scorers,
+        code for ``python_tests``; ``numeric`` and a function of yours by the default (number, else text)."""
+        if self.scorer in ("squad_em", "squad_f1"):
             return scoring.text_answer_key(answer)
+        if self.scorer in ("exact", "contains"):
+            return scoring.text_answer_key(answer, squad=False)
+        if self.scorer == "python_tests":
+            return scoring.code_answer_key(answer)
         return super().answer_key(answer)
 
     async def ascore(self, task: Task, answer: str) -> float:

@@ -180,13 +180,23 @@ def answer_key(answer: str | None) -> str | None:
     return normalize_text(answer) or None
 
 
-def text_answer_key(answer: str | None) -> str | None:
-    """``answer_key`` for an env whose answers are text: the extracted answer under SQuAD's normalisation,
-    so answers are the same when exact match would call them so (``the Beatles`` is ``Beatles``;
-    ``Apollo 11`` is not ``11``)."""
+def text_answer_key(answer: str | None, *, squad: bool = True) -> str | None:
+    """``answer_key`` for an env whose answers are text: the extracted answer's normalised text (``exact``'s
+    reading); with ``squad``, SQuAD's normalisation, so that answers are the same when exact match would call
+    them so (``the Beatles`` is ``Beatles``). ``Apollo 11`` is never ``11``. An answer SQuAD's rules empty
+    (``A``, ``The``) keeps its plain text."""
     if answer is None:
         return None
-    return squad_normalize(extract_answer(answer)) or None
+    extracted = extract_answer(answer)
+    return (squad and squad_normalize(extracted)) or normalize_text(extracted) or None
+
+
+def code_answer_key(answer: str | None) -> str | None:
+    """``answer_key`` for an env whose answers are programs: the code, whitespace collapsed (two programs are
+    the same answer only when they are the same code, whatever numbers they hold)."""
+    if answer is None:
+        return None
+    return " ".join(extract_code(answer).split()) or None
 
 
 def _references(reference: Any) -> list[str]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from training.judge import GroupJudgement
 from training.labelfree import SignalCost, annotate
 from training.metrics import Rate, compute_metrics, wilson
-from training.signals import SIGNALS, AnswerKey, answer_key, check_signals, final_answer, groups_of, key_of
+from training.signals import NEEDS_MODEL, SIGNALS, AnswerKey, answer_key, check_signals, final_answer, groups_of, key_of
 from training.trajectory import Trajectory
 
 AUDIT_FILE = "audit.json"
@@ -98,6 +98,7 @@ class AuditReport(BaseModel):
     rollout_turns: int = 0  # model calls the runs themselves made, to set the signals' calls against
     rows: list[AuditRow]
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    sampled: str = ""  # when the runs were sampled, where that was before ``created`` (``rescore``)
     trajectories: list[Trajectory] = Field(default_factory=list, exclude=True)
 
     def save(self, out_dir: str | Path) -> Path:
@@ -146,23 +147,38 @@ def audit(policy: Any, env: Any, *, n: int, generations: int = 4, signals: Seque
                       console=console)
 
 
-def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] | None = None,
+def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] | None = None, model: str = "",
             console: Any = None) -> AuditReport:
     """A saved audit (``AuditReport.save``'s folder) computed again on its own saved runs, by the signals as
     they are now: after a change to a signal, or to how ``env`` tells answers apart, nothing is sampled
-    again. The runs, their truth and the seconds they took are the saved ones."""
+    again. The runs, their truth and the seconds they took are the saved ones; a signal not in ``signals``
+    keeps its saved values. ``model`` names ``policy`` (``None`` when only signals without a model are
+    rescored): it must be the model that sampled the runs, since the judge and the belief read them."""
     from training.trajectory import load_jsonl
 
     saved = Path(saved)
     before = AuditReport.load(saved)
+    names = check_signals(signals or before.signals)
     if before.env != env.name:
         raise ValueError(f"The audit in {saved} was sampled on {before.env!r}, not {env.name!r}: name that env.")
+    if any(n in NEEDS_MODEL for n in names) and before.model and model != before.model:
+        raise ValueError(f"The runs in {saved} were sampled by {before.model!r}; the judge and the belief must read "
+                         f"them with that model, not {model!r}.")
     runs = load_jsonl(saved / TRAJECTORIES_FILE)
     for t in runs:  # what the signals wrote then
         t.signals, t.belief_curve = {}, []
-    return audit_runs(policy, env, runs, generations=before.generations, signals=signals or before.signals,
-                      split=before.split, seed=before.seed, model=before.model, agent=before.agent,
-                      rollout_seconds=before.rollout_seconds, console=console)
+    report = audit_runs(policy, env, runs, generations=before.generations, signals=names, split=before.split,
+                        seed=before.seed, model=before.model, agent=before.agent,
+                        rollout_seconds=before.rollout_seconds, console=console)
+    kept = [n for n in before.signals if n not in names]
+    for t, row, old in zip(runs, report.rows, before.rows, strict=True):
+        row.signals |= {n: old.signals[n] for n in kept}
+        t.signals |= {n: old.signals[n] for n in kept}
+    report.audits += [a for a in before.audits if a.signal in kept]
+    report.signals += kept
+    report.judge = report.judge or before.judge
+    report.sampled = before.sampled or before.created
+    return report
 
 
 def audit_runs(policy: Any, env: Any, runs: list[Trajectory], *, generations: int,

@@ -39,8 +39,8 @@ JUDGE_PROMPT = ("Question: {question}\n\nAnswer A: {first}\nAnswer B: {second}\n
 JUDGE_SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=8)
 SHOWN_CHARS = 300  # of each answer: a judge prompt stays small
 
-# a capital letter standing alone, or either case after "answer" or in brackets: the article "a" is no vote
-_LETTER = re.compile(r"(?<![A-Za-z])(?:(?i:answer)\s*:?\s*\(?([ABab])\)?|\(([ABab])\)|([AB]))(?![A-Za-z])")
+# a letter standing alone (but not the article "a"), or either case after "answer" or in brackets
+_LETTER = re.compile(r"(?<![A-Za-z])(?:(?i:answer)\s*:?\s*\(?([ABab])\)?|\(([ABab])\)|([ABb]))(?![A-Za-z])")
 
 
 def parse_verdict(reply: str) -> Vote | None:

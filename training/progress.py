@@ -1,7 +1,8 @@
 """Progress bars that also show in a log file.
 
 On a terminal rich draws a live bar. Elsewhere (``nohup``, CI, a pipe into ``tee``) a live bar draws
-nothing until the work ends, so :class:`Progress` prints a plain line each time another tenth is done:
+nothing until the work ends, so :class:`Progress` prints a plain line each time another tenth is done
+(rich prints the finished bar itself):
 
     eval · arithmetic: 64/128 (50%) 41 right · 3:12 elapsed
 """
@@ -33,13 +34,13 @@ class Progress(rich_progress.Progress):
         self._log(task_id)
 
     def _log(self, task_id: TaskID) -> None:
-        if self.console.is_terminal:
+        if self.console.is_terminal or self.console.is_jupyter:  # a live bar (or widget) shows it
             return
         task = next(t for t in self.tasks if t.id == task_id)
         if not task.total:
             return
         step = int(STEPS * min(task.completed, task.total) / task.total)
-        if step <= self._logged.get(task_id, 0):
+        if step <= self._logged.get(task_id, 0) or step == STEPS:  # the whole: rich prints the bar as it stops
             return
         self._logged[task_id] = step
         done = f"{task.completed:.0f}/{task.total:.0f} ({100 * task.completed / task.total:.0f}%)"

@@ -26,7 +26,7 @@ from training.config import RewardConfig
 from training.grpo import reward_fields, signal_fields
 from training.metrics import Metrics, compute_metrics
 from training.rewards import no_signal_fraction, total_rewards
-from training.signals import SIGNALS, answer_diversity, final_answer, groups_of
+from training.signals import SIGNALS, AnswerKey, answer_diversity, answer_key, final_answer, groups_of, key_of
 from training.trajectory import Trajectory, save_jsonl
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ HELDOUT = ("acc_t1", "acc_t2", "delta_i_to_c", "delta_c_to_i", "vacuous_check_ra
            "confirmatory_rate")
 
 
-def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: float, stage: int = 2
-               ) -> dict[str, float]:
+def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: float, stage: int = 2,
+               key: AnswerKey = answer_key) -> dict[str, float]:
     """The numbers one training rollout is summarized by; runs started from an injected wrong attempt
     count only towards ``injected_fix_rate`` (``replayed_fix_rate`` for the model's own, replayed)."""
     injected = [t for t in trajectories if t.starts_injected and not t.attempts[0].replayed]
@@ -60,17 +60,17 @@ def step_stats(trajectories: list[Trajectory], rewards: RewardConfig, seconds: f
         "injected_fix_rate": sum(t.last_right for t in injected) / len(injected) if injected else 0.0,
         **({"replayed_runs": len(replayed), "replayed_fix_rate": sum(t.last_right for t in replayed) / len(replayed)}
            if replayed else {}),
-        "answer_diversity": mean_answer_diversity(trajectories),
+        "answer_diversity": mean_answer_diversity(trajectories, key),
         **{f"signal_{name}": sum(values) / len(values) for name, values in signal_fields(trajectories).items()
            if name in SIGNALS},
     }
 
 
-def mean_answer_diversity(trajectories: list[Trajectory]) -> float:
+def mean_answer_diversity(trajectories: list[Trajectory], key: AnswerKey = answer_key) -> float:
     """Distinct final answers / group size, averaged over the batch's groups: drift towards one answer per
     task (what a label-free reward can buy without being right) shows as this falling."""
     groups = groups_of(trajectories)
-    return sum(answer_diversity([final_answer(trajectories[i]) for i in g]) for g in groups) / len(groups) \
+    return sum(answer_diversity([final_answer(trajectories[i]) for i in g], key) for g in groups) / len(groups) \
         if groups else 0.0
 
 
@@ -114,7 +114,8 @@ class RunRecorder(TrainerCallback):
             save_jsonl(trajectories, self.run_dir / "trajectories" / f"step_{step:05d}.jsonl")
             if redrawn:
                 save_jsonl(redrawn, self.run_dir / "trajectories" / "redrawn" / f"step_{step:05d}.jsonl")
-        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage), "stage": stage,
+        key = key_of(getattr(self.rollout, "env", None))  # which answers are the same, as the env says
+        self.pending = {"step": step, **step_stats(trajectories, self.rewards, seconds, stage, key), "stage": stage,
                         **({"injected_redrawn_runs": len(redrawn)} if redrawn else {})}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

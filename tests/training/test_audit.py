@@ -47,21 +47,27 @@ def test_audit_command_end_to_end_on_the_tiny_model(tmp_path):
     assert report.judge.unparsed.n == 2 * report.judge.pairs
     assert next(a for a in report.audits if a.signal == "majority").cost.calls == 0
 
-    # the same runs, one signal computed again: nothing sampled, the runs and their truth kept
-    again = subprocess.run(
-        [sys.executable, "-m", "anchorloop", "audit", "--env", "arithmetic", "--rescore", str(tmp_path), "--signal",
-         "majority", "--model", "tiny-random"], capture_output=True, text=True, timeout=600)
+    # the same runs, one signal computed again (no model needed): nothing sampled, the rest kept as saved
+    def audit_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "anchorloop", "audit", *args], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "COLUMNS": "300"})
+
+    again = audit_cli("--env", "arithmetic", "--rescore", str(tmp_path), "--signal", "majority")
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "Loading model" not in again.stdout
     rescored = AuditReport.load(tmp_path)
-    assert rescored.signals == ["majority"] and rescored.rows[0].signals.keys() == {"majority"}
-    assert [(r.task_id, r.right) for r in rescored.rows] == [(r.task_id, r.right) for r in report.rows]
-    assert rescored.rollout_seconds == report.rollout_seconds
-    wrong_env = subprocess.run(
-        [sys.executable, "-m", "anchorloop", "audit", "--env", "wikiqa", "--rescore", str(tmp_path), "--model",
-         "tiny-random"], capture_output=True, text=True, timeout=600)
-    assert wrong_env.returncode != 0 and "sampled on 'arithmetic'" in " ".join(wrong_env.stdout.split())
-    nothing = subprocess.run([sys.executable, "-m", "anchorloop", "audit", "--rescore", str(tmp_path / "nope")],
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert rescored.signals == ["majority", "self_judge", "tool_check", "belief"]
+    assert [(r.task_id, r.right, r.signals) for r in rescored.rows] == [(r.task_id, r.right, r.signals)
+                                                                        for r in report.rows]
+    assert [a.signal for a in rescored.audits] == rescored.signals and rescored.judge == report.judge
+    assert (rescored.sampled, rescored.rollout_seconds, rescored.model) == (report.created, report.rollout_seconds,
+                                                                           "tiny-random")
+    # refused before any model loads: another env, or another model for the judge and the belief
+    wrong_env = audit_cli("--env", "wikiqa", "--rescore", str(tmp_path))
+    assert wrong_env.returncode == 2 and "pass --env arithmetic" in wrong_env.stderr
+    wrong_model = audit_cli("--env", "arithmetic", "--rescore", str(tmp_path), "--signal", "belief")
+    assert wrong_model.returncode == 2 and "pass --model tiny-random" in wrong_model.stderr
+    nothing = audit_cli("--rescore", str(tmp_path / "nope"))
     assert nothing.returncode == 2 and "holds no saved audit runs" in nothing.stderr
 
 
@@ -159,7 +165,7 @@ def test_audit_on_varied_runs_through_the_real_graph_and_sandbox(scripted, tiny_
     report.save(tmp_path / "audit")
     # the saved runs computed again by the signals as they are now: nothing sampled, the same numbers
     prompts = len(policy.prompts)
-    again = rescore(policy, TimesTable(), tmp_path / "audit")
+    again = rescore(policy, TimesTable(), tmp_path / "audit", model=report.model)
     assert len(policy.prompts) - prompts == by_name["self_judge"].cost.calls  # the judge only, no new runs
     assert (again.n, again.runs, again.rollout_seconds) == (report.n, report.runs, report.rollout_seconds)
     assert [(r.task_id, r.answer, r.right) for r in again.rows] == [(r.task_id, r.answer, r.right) for r in report.rows]

@@ -23,7 +23,9 @@ def test_a_log_file_gets_a_line_at_each_tenth_of_the_work():
     out = io.StringIO()
     run_bar(Console(file=out, width=200))  # a file is not a terminal
     lines = [m.groups() for line in out.getvalue().splitlines() if (m := LINE.match(line))]
-    assert lines == [(str(2 * k), str(10 * k), str(k)) for k in range(1, 11)]
+    assert lines == [(str(2 * k), str(10 * k), str(k)) for k in range(1, 10)]
+    finished = [line for line in out.getvalue().splitlines() if "20/20" in line]
+    assert len(finished) == 1 and re.search(r"20/20 10 right \d:\d\d:\d\d$", finished[0])  # rich's own, once
 
 
 def test_a_terminal_gets_the_live_bar_and_no_log_lines():

@@ -61,6 +61,17 @@ def test_answers_compare_as_their_env_scores_them(tmp_path):
     rows.write_text('{"question": "Who?", "answer": "The Beatles"}\n')
     assert key_of(JsonlEnv(rows, scorer="squad_em"))("Apollo 11") == wikiqa("Apollo 11")
     assert key_of(JsonlEnv(rows, scorer="numeric"))("Apollo 11") == arithmetic("11")
+    exact = key_of(JsonlEnv(rows, scorer="exact"))
+    assert exact("The Beatles") != exact("Beatles") and exact("3.5") != exact("35")  # as `exact` scores them
+    assert wikiqa("A") == "a" and wikiqa("The") == "the"  # emptied by SQuAD's rules, still an answer
+    # programs: the same code is the same answer, whatever numbers two different ones hold
+    programs = tmp_path / "p.jsonl"
+    programs.write_text('{"question": "Write f.", "answer": "", "tests": "assert f([2, 1]) == [1, 2]"}\n')
+    code = key_of(JsonlEnv(programs, scorer="python_tests"))
+    first = "```python\ndef f(xs):\n    return sorted(xs)[:2]\n```"
+    second = "def f(xs):\n    xs.sort()\n    return xs[0:2]"
+    assert code(first) != code(second) and code(first) == code(first.replace("    ", "  "))
+    assert arithmetic(first) == arithmetic(second)  # what the numeric default would have merged
     assert key_of(object()) is answer_key  # an env without the method: numbers, else text
 
 
@@ -99,6 +110,7 @@ def test_parse_verdict_takes_one_letter_or_none():
     # the article "a" is no vote: otherwise every reply using it would lean towards A
     assert parse_verdict("B is a better answer") == "B" and parse_verdict("It is a guess") is None
     assert parse_verdict("answer: a") == "A" and parse_verdict("(b)") == "B" and parse_verdict("a") is None
+    assert parse_verdict("The correct answer is b") == "B"  # a lone "b" is no article
 
 
 def test_a_judge_that_always_says_first_has_its_vote_killed_by_consistency():
