@@ -129,6 +129,8 @@ def main() -> None:
                         f"{KEY}, majority, tool_check, belief, self_judge)")
     parser.add_argument("--audit", type=Path, help="a saved audit (bench_audit.py's OUT/audit-ENV) of the same env "
                         "and agent options: its precision per signal goes in the table")
+    parser.add_argument("--eval-tasks", type=int, help="held-out tasks per evaluation (default: the config's "
+                        "env.eval_tasks); trained models under --out are reused, evaluated again at this size")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-signals")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
@@ -144,13 +146,16 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown signal {unknown[0]!r}: choose from {KEY}, {', '.join(SIGNALS)}")
     config = load_config(args.config)
+    if args.eval_tasks:
+        config = config.model_copy(update={"env": config.env.model_copy(update={"eval_tasks": args.eval_tasks})})
     console = Console(stderr=True)
     started, load = time.perf_counter(), load1()
-    before = evaluate_once(config.model.name, config, args.out / "eval-base", console)
+    size = f"n{config.env.eval_tasks}"  # evaluations of each size kept apart
+    before = evaluate_once(config.model.name, config, args.out / f"eval-base-{size}", console)
     lines = []
     for signal in signals:
         run_config = signal_config(config, signal, args.out)
-        clock, evaluation = time.perf_counter(), args.out / f"eval-{signal}"
+        clock, evaluation = time.perf_counter(), args.out / f"eval-{signal}-{size}"
         measured = not (evaluation / EVAL_FILE).is_file()
         final = train_once(run_config, console)
         after = evaluate_once(str(final), run_config, evaluation, console)
