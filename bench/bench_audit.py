@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.toml",
                         help="a training config: its agent options, temperature and group size")
     parser.add_argument("--n", type=int, default=128, help="tasks per env")
+    parser.add_argument("--signal", action="append", help="a signal to audit (repeatable; default: all four; with "
+                        "--rescore, the others keep their saved values)")
     parser.add_argument("--num-generations", type=int, help="runs per task (default: the config's)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-audit")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
@@ -81,6 +83,7 @@ def main() -> None:
     from agent.hf_policy import HFPolicy
     from training.audit import AuditReport, audit, rescore
     from training.config import load_config
+    from training.signals import SIGNALS
 
     config = load_config(args.config)
     generations = args.num_generations or config.training.num_generations
@@ -95,10 +98,10 @@ def main() -> None:
         for name in names if policy is not None else []:
             env, folder = env_by_label(name), args.out / f"audit-{name}"
             if args.rescore:
-                report = rescore(policy, env, folder, model=args.model, console=console)
+                report = rescore(policy, env, folder, signals=args.signal, model=args.model, console=console)
             else:
                 report = audit(policy, env, n=args.n, generations=generations, model=args.model, console=console,
-                               **options_for(env, options))
+                               signals=args.signal or SIGNALS, **options_for(env, options))
             report.save(folder)
             reports.append(report)
             print("\n".join(env_table(report)), flush=True)
