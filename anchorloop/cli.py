@@ -428,7 +428,7 @@ def audit(
     environment = with_tools(get_env(env, **parse_env_args(env_arg)), tool)
     from agent.engines import open_policy
     from agent.policy import SamplingParams
-    from training.audit import TRAJECTORIES_FILE, AuditReport
+    from training.audit import TRAJECTORIES_FILE, AuditReport, rescore_problem
     from training.audit import audit as run_audit
     from training.audit import rescore as rescore_audit
     from training.signals import NEEDS_MODEL
@@ -439,14 +439,11 @@ def audit(
             raise typer.BadParameter(f"{rescore} holds no saved audit runs ({TRAJECTORIES_FILE}); give the --out "
                                      "folder of an earlier `anchorloop audit`.", param_hint="--rescore")
         before = AuditReport.load(rescore)
-        if before.env != environment.name:
-            raise typer.BadParameter(f"its runs were sampled on {before.env!r}: pass --env {before.env}.",
-                                     param_hint="--rescore")
-        needs_model = any(name in NEEDS_MODEL for name in (signal and chosen or before.signals))
-        if needs_model and before.model and model != before.model:
-            raise typer.BadParameter(f"its runs were sampled by {before.model!r}, and the judge and the belief "
-                                     f"read them with that model: pass --model {before.model}.",
-                                     param_hint="--rescore")
+        rescored = signal and chosen or before.signals
+        problem = rescore_problem(before, environment.name, rescored, model)
+        if problem:
+            raise typer.BadParameter(problem, param_hint="--rescore")
+        needs_model = any(name in NEEDS_MODEL for name in rescored)
     out = out or rescore or Path("runs") / time.strftime("audit-%Y%m%d-%H%M%S")
     policy = None
     if needs_model:

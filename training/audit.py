@@ -159,11 +159,9 @@ def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] 
     saved = Path(saved)
     before = AuditReport.load(saved)
     names = check_signals(signals or before.signals)
-    if before.env != env.name:
-        raise ValueError(f"The audit in {saved} was sampled on {before.env!r}, not {env.name!r}: name that env.")
-    if any(n in NEEDS_MODEL for n in names) and before.model and model != before.model:
-        raise ValueError(f"The runs in {saved} were sampled by {before.model!r}; the judge and the belief must read "
-                         f"them with that model, not {model!r}.")
+    problem = rescore_problem(before, env.name, names, model)
+    if problem:
+        raise ValueError(f"Cannot rescore the audit in {saved}: {problem}")
     runs = load_jsonl(saved / TRAJECTORIES_FILE)
     for t in runs:  # what the signals wrote then
         t.signals, t.belief_curve = {}, []
@@ -179,6 +177,17 @@ def rescore(policy: Any, env: Any, saved: str | Path, *, signals: Sequence[str] 
     report.judge = report.judge or before.judge
     report.sampled = before.sampled or before.created
     return report
+
+
+def rescore_problem(before: AuditReport, env: str, signals: Sequence[str], model: str) -> str | None:
+    """Why ``before``'s runs cannot be rescored on env ``env`` with ``model`` for ``signals`` (``None`` when
+    they can): the env must be the runs' own, and so must the model when a signal reads the runs with it."""
+    if before.env != env:
+        return f"its runs were sampled on {before.env!r}: pass --env {before.env}."
+    if any(n in NEEDS_MODEL for n in signals) and before.model and model != before.model:
+        return (f"its runs were sampled by {before.model!r}, and the judge and the belief read them with that "
+                f"model: pass --model {before.model}.")
+    return None
 
 
 def audit_runs(policy: Any, env: Any, runs: list[Trajectory], *, generations: int,

@@ -129,7 +129,7 @@ class SelfJudge:
             self.seconds += time.perf_counter() - started
 
     async def judge_group(self, task_id: str, question: str, answers: Sequence[str]) -> GroupJudgement:
-        shown = {self.key(a): a for a in answers if self.key(a) is not None}
+        shown = {key: a for a in answers if (key := self.key(a)) is not None}
         pairs = list(itertools.combinations(shown, 2))
         replies = await asyncio.gather(*(self._ask(question, shown[a], shown[b])
                                          for x, y in pairs for a, b in ((x, y), (y, x))))
